@@ -1,0 +1,220 @@
+"""One run = one TOML file, loaded into typed dataclasses.
+
+Defaults reproduce Code Llama's recipe where the paper has one and the best
+public pipelines' parameters elsewhere (DESIGN.md §3–4). Unknown keys and
+wrongly typed values are errors that name the file and the key, raised before
+any Spark job starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sysconfig
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import dacite
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "codemill"
+    log_level: str = "WARN"
+    # Zip the codemill package onto spark.submit.pyFiles for executors that lack it.
+    ship_package: bool = False
+    conf: dict[str, str] = field(
+        default_factory=lambda: {
+            "spark.driver.memory": "4g",
+            "spark.sql.shuffle.partitions": "16",
+        }
+    )
+
+
+@dataclass
+class LuigiConfig:
+    workers: int = 1
+    # False: use a running `luigid` at scheduler_host:scheduler_port.
+    local_scheduler: bool = True
+    scheduler_host: str = "localhost"
+    scheduler_port: int = 8082
+
+
+SourceType = Literal["dir", "jsonl", "parquet", "hf_disk"]
+
+
+@dataclass
+class SourceConfig:
+    """One input. `path` may use {stdlib} and {site_packages} (this interpreter's)."""
+
+    name: str
+    type: SourceType
+    path: str
+    # Record sources: our column -> the source's column (The Stack's names by default).
+    columns: dict[str, str] = field(default_factory=dict)
+    # Directory sources: metadata applied to every file, and extra excluded names.
+    repo: str | None = None
+    license: str | None = None
+    exclude: list[str] = field(default_factory=list)
+
+    def resolved_path(self) -> Path:
+        paths = sysconfig.get_paths()
+        text = self.path.format(stdlib=paths["stdlib"], site_packages=paths["purelib"])
+        return Path(os.path.expandvars(text)).expanduser().resolve()
+
+
+DEFAULT_COLUMNS = {
+    "content": "content",
+    "path": "path",
+    "lang": "lang",
+    "repo": "repo_name",
+    "license": "license",
+    "stars": "stars",
+}
+
+
+@dataclass
+class IngestConfig:
+    # The Stack drops files over 1 MB; larger files are almost never hand-written code.
+    max_file_bytes: int = 1_000_000
+    # "replace": decode with U+FFFD and flag the row; "drop": drop it with a reason.
+    invalid_utf8: Literal["replace", "drop"] = "replace"
+    # "error": stop, naming file and line; "quarantine": count the line and keep it aside.
+    malformed_jsonl: Literal["error", "quarantine"] = "error"
+    # Directory and file names (glob patterns) never walked into.
+    exclude: list[str] = field(
+        default_factory=lambda: [".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules"]
+    )
+    files_per_partition: int = 400
+
+
+@dataclass
+class ExactDedupConfig:
+    enabled: bool = True
+    # Also treat documents equal up to whitespace runs (and leading/trailing space) as duplicates.
+    normalize_whitespace: bool = False
+
+
+@dataclass
+class NearDedupConfig:
+    """MinHash LSH near-dedup of code (BigCode / The Stack parameters)."""
+
+    enabled: bool = True
+    ngram: int = 5
+    num_perm: int = 256
+    threshold: float = 0.7
+    lowercase: bool = False
+    # Weights of false positives / false negatives when choosing bands x rows.
+    fp_weight: float = 0.5
+    fn_weight: float = 0.5
+    # 0: chosen from threshold and weights; else used as given (bands * rows <= num_perm).
+    bands: int = 0
+    rows: int = 0
+    # Clusters at least this large have their candidate pairs checked by real Jaccard.
+    verify_min_cluster_size: int = 2
+    hash_seed: int = 1
+
+
+@dataclass
+class RunConfig:
+    out: str = "codemill-out"
+    seed: int = 0
+    sources: list[SourceConfig] = field(default_factory=list)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    luigi: LuigiConfig = field(default_factory=LuigiConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+
+    def out_path(self) -> Path:
+        return Path(self.out).expanduser().resolve()
+
+
+def _to_config(data: dict[str, Any], origin: str) -> RunConfig:
+    try:
+        cfg = dacite.from_dict(RunConfig, data, config=dacite.Config(strict=True))
+    except dacite.DaciteError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    _validate(cfg, origin)
+    return cfg
+
+
+def _validate(cfg: RunConfig, origin: str) -> None:
+    names = [s.name for s in cfg.sources]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{origin}: source names must be unique, got {names}")
+    for src in cfg.sources:
+        unknown = set(src.columns) - set(DEFAULT_COLUMNS)
+        if unknown:
+            raise ConfigError(
+                f"{origin}: source {src.name!r}: unknown columns {sorted(unknown)}; "
+                f"known: {sorted(DEFAULT_COLUMNS)}"
+            )
+    if cfg.ingest.max_file_bytes <= 0:
+        raise ConfigError(f"{origin}: ingest.max_file_bytes must be positive")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a","b","c"], value); the value is read as TOML, else kept as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {key!r} is not a table")
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Load a run config; None loads the embedded demo config."""
+    if path is None:
+        origin = "codemill/configs/demo.toml"
+        text = resources.files("codemill").joinpath("configs/demo.toml").read_text()
+    else:
+        origin = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: invalid TOML: {exc}") from None
+    return _to_config(apply_overrides(data, list(overrides)), origin)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def fingerprint(*parts: Any) -> str:
+    """Short hash of everything that changes a stage's result."""
+    blob = json.dumps(
+        [to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -1,0 +1,1 @@
+"""Luigi DAGs: thin tasks that wire stages together and write their outputs atomically."""

@@ -1,0 +1,1 @@
+"""Run reports: per-stage statistics gathered into a summary and report files."""

@@ -1,0 +1,63 @@
+"""The data contracts between stages (DESIGN.md §2), as Spark schemas.
+
+Every stage reads and writes the *document table*; whatever a stage removes
+goes to the *dropped table*: the same columns plus where and why, so any drop
+can be inspected or undone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pyspark.sql.types import (
+    BooleanType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+DOC_SCHEMA = StructType(
+    [
+        StructField("id", StringType(), False),
+        StructField("source", StringType(), False),
+        StructField("repo", StringType(), True),
+        StructField("path", StringType(), False),
+        StructField("lang", StringType(), True),
+        StructField("kind", StringType(), True),  # code | nl_code | nl
+        StructField("license", StringType(), True),
+        StructField("content", StringType(), True),
+        StructField("size_bytes", LongType(), False),
+        StructField("sha256", StringType(), True),
+        StructField("stars", LongType(), True),
+        StructField("invalid_utf8", BooleanType(), False),
+    ]
+)
+
+DOC_COLUMNS = [f.name for f in DOC_SCHEMA.fields]
+
+# `duplicate_of` names the surviving document of a dedup drop; `detail` carries
+# reason-specific context (a JSONL file:line, a cluster id, an error message).
+DROPPED_SCHEMA = StructType(
+    DOC_SCHEMA.fields
+    + [
+        StructField("stage", StringType(), False),
+        StructField("reason", StringType(), False),
+        StructField("duplicate_of", StringType(), True),
+        StructField("detail", StringType(), True),
+    ]
+)
+
+DROPPED_COLUMNS = [f.name for f in DROPPED_SCHEMA.fields]
+
+KINDS = ("code", "nl_code", "nl")
+
+
+def document_id(source: str, path: str, content_sha256: str) -> str:
+    """Stable id from where a document came from and what it holds.
+
+    Never derived from row position, so the same input gives the same id in
+    every run and on every partitioning (dedup survivors depend on it).
+    """
+    key = f"{source}\0{path}\0{content_sha256}".encode()
+    return hashlib.sha256(key).hexdigest()[:32]
