@@ -8,7 +8,9 @@ can be inspected or undone.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
+from pyspark.sql import DataFrame
 from pyspark.sql.types import (
     BooleanType,
     LongType,
@@ -61,3 +63,11 @@ def document_id(source: str, path: str, content_sha256: str) -> str:
     """
     key = f"{source}\0{path}\0{content_sha256}".encode()
     return hashlib.sha256(key).hexdigest()[:32]
+
+
+@dataclass
+class StageOutput:
+    """What a filtering stage returns: the documents it keeps and the rows it drops."""
+
+    kept: DataFrame
+    dropped: DataFrame

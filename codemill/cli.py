@@ -1,0 +1,110 @@
+"""The `codemill` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from codemill import __version__
+from codemill.config import ConfigError, load_config, to_dict
+
+EPILOG = """\
+examples:
+  codemill run                         run the embedded demo (this machine's own code)
+  codemill run my-run.toml             run a config
+  codemill run my-run.toml --master spark://host:7077 --set ingest.max_file_bytes=2000000
+  codemill config my-run.toml          print the config as codemill understands it
+"""
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    out = list(args.set or [])
+    if args.out:
+        out.append(f"out={json.dumps(args.out)}")
+    if args.master:
+        out.append(f"spark.master={json.dumps(args.master)}")
+    if args.workers:
+        out.append(f"luigi.workers={args.workers}")
+    if args.scheduler:
+        host, _, port = args.scheduler.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--scheduler takes HOST:PORT, got {args.scheduler!r}")
+        out += ["luigi.local_scheduler=false", f"luigi.scheduler_host={json.dumps(host)}",
+                f"luigi.scheduler_port={port}"]
+    return out
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="run config (TOML); default: the embedded demo")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set near_dedup.threshold=0.8 (repeatable)")
+    p.add_argument("--out", help="output root (config key `out`)")
+    p.add_argument("--master", help="Spark master URL: local[*], spark://host:7077, yarn, k8s://...")
+    p.add_argument("--workers", type=int, help="Luigi workers running tasks in parallel")
+    p.add_argument("--scheduler", metavar="HOST:PORT",
+                   help="use a running central Luigi scheduler (luigid) instead of the local one")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from codemill.pipelines.pretrain import PretrainReport
+    from codemill.pipelines.runner import build
+    from codemill.spark import JavaMissingError, require_java
+
+    overrides = _overrides(args)
+    cfg = load_config(args.config, overrides)  # fail on a bad config before anything starts
+    try:
+        require_java()
+    except JavaMissingError as exc:
+        print(f"codemill: {exc}", file=sys.stderr)
+        return 2
+    for src in cfg.sources:
+        if not src.resolved_path().exists():
+            raise ConfigError(f"source {src.name!r}: {src.resolved_path()} does not exist")
+    task = PretrainReport(config_path=args.config or "", overrides=overrides)
+    return 0 if build([task], cfg.luigi) else 1
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, _overrides(args))
+    print(json.dumps(to_dict(cfg), indent=2))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codemill",
+        description="Build Code Llama-style training data: ingest, dedup, filter, mix, "
+        "tokenize, fill-in-the-middle, shards.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"codemill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run", help="run the pretraining DAG (ingest, dedup, ...) on a config",
+        description="Run the pretraining DAG with Luigi and Spark. Completed stages are "
+        "skipped; changed settings re-run the stages they affect.",
+    )
+    _add_config_args(run)
+    run.set_defaults(func=cmd_run)
+
+    show = sub.add_parser("config", help="print a config with defaults and overrides applied",
+                          description="Print the config as codemill reads it, as JSON.")
+    _add_config_args(show)
+    show.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"codemill: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

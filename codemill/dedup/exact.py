@@ -1,0 +1,42 @@
+"""Exact dedup: one survivor per group of identical contents (optionally up to whitespace)."""
+
+from __future__ import annotations
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from codemill.config import ExactDedupConfig
+from codemill.dedup.keep_rule import keep_order
+from codemill.schema import DOC_COLUMNS, DROPPED_COLUMNS, StageOutput
+
+STAGE = "exact_dedup"
+
+
+def dedup_key(cfg: ExactDedupConfig) -> F.Column:
+    if not cfg.normalize_whitespace:
+        return F.col("sha256")
+    collapsed = F.trim(F.regexp_replace(F.col("content"), r"\s+", " "))
+    return F.sha2(collapsed, 256)
+
+
+def exact_dedup(spark: SparkSession, docs: DataFrame, cfg: ExactDedupConfig) -> StageOutput:
+    """Keep the first document of each key group by the keep rule; drop the rest,
+    each naming the id it duplicates."""
+    group = Window.partitionBy("_key").orderBy(*keep_order())
+    ranked = (
+        docs.withColumn("_key", dedup_key(cfg))
+        .withColumn("_rank", F.row_number().over(group))
+        .withColumn("_kept_id", F.first("id").over(group))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    reason = "exact_duplicate_whitespace" if cfg.normalize_whitespace else "exact_duplicate"
+    kept = ranked.where(F.col("_rank") == 1).select(*DOC_COLUMNS)
+    dropped = ranked.where(F.col("_rank") > 1).select(
+        *DOC_COLUMNS,
+        F.lit(STAGE).alias("stage"),
+        F.lit(reason).alias("reason"),
+        F.col("_kept_id").alias("duplicate_of"),
+        F.lit(None).cast("string").alias("detail"),
+    ).select(*DROPPED_COLUMNS)
+    return StageOutput(kept, dropped)

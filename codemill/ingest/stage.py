@@ -1,0 +1,133 @@
+"""The ingest stage: every configured source -> document table + dropped table."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from codemill.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
+from codemill.errors import InputError
+from codemill.ingest.files import read_files
+from codemill.ingest.records import (
+    list_hf_arrow_files,
+    list_jsonl_files,
+    parquet_to_rows,
+    read_arrow_stream,
+    read_jsonl,
+)
+from codemill.ingest.rows import ROW_SCHEMA
+from codemill.ingest.walk import FileEntry, walk_source
+from codemill.schema import DOC_COLUMNS, DROPPED_COLUMNS, StageOutput
+
+STAGE = "ingest"
+
+LISTING_SCHEMA = "source string, repo string, license string, root string, path string, size long, mtime_ns long, reason string"
+
+
+def list_directory_source(src: SourceConfig, cfg: IngestConfig) -> list[FileEntry]:
+    root = src.resolved_path()
+    if not root.is_dir():
+        raise InputError(f"source {src.name!r}: {root} is not a directory")
+    return walk_source(src.name, root, src.repo or src.name, src.license,
+                       cfg.exclude + src.exclude, cfg.max_file_bytes)
+
+
+def _directory_rows(spark: SparkSession, entries: list[FileEntry], cfg: IngestConfig) -> DataFrame:
+    slices = max(1, math.ceil(len(entries) / cfg.files_per_partition))
+    listing = spark.createDataFrame(
+        [tuple(vars(e).values()) for e in entries], LISTING_SCHEMA
+    ).repartition(slices, "path")
+    return listing.mapInArrow(
+        partial(read_files, max_file_bytes=cfg.max_file_bytes, invalid_utf8=cfg.invalid_utf8),
+        ROW_SCHEMA,
+    )
+
+
+def _one_task_per_item(spark: SparkSession, items: list[tuple], schema: str) -> DataFrame:
+    rdd = spark.sparkContext.parallelize(items, max(1, len(items)))
+    return spark.createDataFrame(rdd, schema)
+
+
+def _jsonl_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str],
+                cfg: IngestConfig) -> DataFrame:
+    files = [(str(p),) for p in list_jsonl_files(src.resolved_path())]
+
+    def read(batches: Any) -> Any:
+        for batch in batches:
+            for path in batch.column("file").to_pylist():
+                yield from read_jsonl(path, columns, src.name, cfg.invalid_utf8,
+                                      cfg.malformed_jsonl)
+
+    return _one_task_per_item(spark, files, "file string").mapInArrow(read, ROW_SCHEMA)
+
+
+def _hf_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) -> DataFrame:
+    files = [(str(p), label) for p, label in list_hf_arrow_files(src.resolved_path())]
+
+    def read(batches: Any) -> Any:
+        for batch in batches:
+            for path, label in zip(batch.column("file").to_pylist(),
+                                   batch.column("label").to_pylist()):
+                yield from read_arrow_stream(path, label, columns, src.name)
+
+    return _one_task_per_item(spark, files, "file string, label string").mapInArrow(read, ROW_SCHEMA)
+
+
+def _parquet_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) -> DataFrame:
+    path = str(src.resolved_path())
+    table = spark.read.parquet(path)
+    if columns["content"] not in table.columns:
+        raise InputError(
+            f"{path}: no column {columns['content']!r} to read content from "
+            f"(columns: {', '.join(table.columns)}); map it with [sources.columns] content = \"...\""
+        )
+    present = [c for c in set(columns.values()) if c in table.columns]
+    selected = table.select(*present, F.input_file_name().alias("_file"))
+    return selected.mapInArrow(partial(parquet_to_rows, columns=columns, source=src.name),
+                               ROW_SCHEMA)
+
+
+def ingest(
+    spark: SparkSession,
+    sources: list[SourceConfig],
+    cfg: IngestConfig,
+    listings: dict[str, list[FileEntry]] | None = None,
+) -> StageOutput:
+    """Read all sources into one table; every input ends up kept or dropped with a reason.
+
+    `listings` holds directory listings already made by the caller (to fingerprint
+    the input); missing ones are made here.
+    """
+    if not sources:
+        raise InputError("no sources configured: add at least one [[sources]] table")
+    parts = []
+    for src in sources:
+        columns = {**DEFAULT_COLUMNS, **src.columns}
+        if src.type == "dir":
+            entries = (listings or {}).get(src.name) or list_directory_source(src, cfg)
+            parts.append(_directory_rows(spark, entries, cfg))
+        elif src.type == "jsonl":
+            parts.append(_jsonl_rows(spark, src, columns, cfg))
+        elif src.type == "hf_disk":
+            parts.append(_hf_rows(spark, src, columns))
+        else:
+            parts.append(_parquet_rows(spark, src, columns))
+    rows = parts[0]
+    for part in parts[1:]:
+        rows = rows.unionByName(part)
+    # Both outputs derive from one pass over the inputs.
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    kept = rows.where(F.col("reason").isNull()).select(*DOC_COLUMNS)
+    dropped = rows.where(F.col("reason").isNotNull()).select(
+        *DOC_COLUMNS,
+        F.lit(STAGE).alias("stage"),
+        "reason",
+        F.lit(None).cast("string").alias("duplicate_of"),
+        "detail",
+    ).select(*DROPPED_COLUMNS)
+    return StageOutput(kept, dropped)

@@ -1,0 +1,71 @@
+"""Reading and writing the document and dropped tables, and what we know of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from codemill.stats import StageStats
+
+_PART = re.compile(r"part-(\d+)")
+
+
+def write_table(df: DataFrame, path: Path) -> None:
+    """Parquet sorted by id: the same rows in the same order on every run."""
+    df.orderBy("id").write.mode("error").parquet(str(path))
+
+
+def read_table(spark: SparkSession, path: Path) -> DataFrame:
+    return spark.read.parquet(str(path))
+
+
+def part_files(path: Path) -> list[Path]:
+    """Parquet part files in write order (part numbers; Spark's names differ per run)."""
+    files = [p for p in Path(path).glob("part-*.parquet")]
+    return sorted(files, key=lambda p: int(_PART.match(p.name).group(1)))
+
+
+def table_digest(path: Path) -> str:
+    """sha256 over the rows in order: equal iff the same rows in the same order."""
+    h = hashlib.sha256()
+    for part in part_files(path):
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                h.update(json.dumps(row, sort_keys=True, default=str).encode())
+                h.update(b"\n")
+    return h.hexdigest()
+
+
+def count_and_bytes(df: DataFrame) -> tuple[int, int]:
+    row = df.agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).first()
+    return row["n"], row["b"] or 0
+
+
+def compute_stats(
+    stage: str,
+    docs_in: int | None,
+    bytes_in: int | None,
+    kept: DataFrame,
+    dropped: DataFrame,
+    seconds: float,
+) -> StageStats:
+    """Counts from written tables (cheap column scans), checked to add up.
+    An input of None is taken to be everything kept plus everything dropped."""
+    docs_out, bytes_out = count_and_bytes(kept)
+    grouped = dropped.groupBy("reason").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b"))
+    by_reason = {r["reason"]: (r["n"], r["b"] or 0) for r in grouped.collect()}
+    return StageStats(
+        stage=stage,
+        docs_in=docs_out + sum(n for n, _ in by_reason.values()) if docs_in is None else docs_in,
+        docs_out=docs_out,
+        dropped={reason: n for reason, (n, _) in sorted(by_reason.items())},
+        bytes_in=bytes_out + sum(b for _, b in by_reason.values()) if bytes_in is None else bytes_in,
+        bytes_out=bytes_out,
+        seconds=round(seconds, 3),
+    ).check()

@@ -1,0 +1,102 @@
+"""The run report: every stage's accounting plus what the final table holds."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from codemill.config import RunConfig
+from codemill.pipelines.tables import read_table
+from codemill.stats import StageStats
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def build_report(spark: SparkSession, cfg: RunConfig, stage_dirs: dict[str, Path]) -> dict[str, Any]:
+    stages = [StageStats.read(d / "stats.json") for d in stage_dirs.values()]
+    final_dir = list(stage_dirs.values())[-1]
+    by_lang = (
+        read_table(spark, final_dir / "docs")
+        .groupBy("kind", "lang")
+        .agg(F.count("*").alias("docs"), F.sum("size_bytes").alias("bytes"))
+        .orderBy(F.desc("bytes"), "kind", "lang")
+        .collect()
+    )
+    return {
+        "out": str(cfg.out_path()),
+        "stages": [asdict(s) for s in stages],
+        "outputs": {name: str(d) for name, d in stage_dirs.items()},
+        "final": {
+            "docs": stages[-1].docs_out,
+            "bytes": stages[-1].bytes_out,
+            "table": str(final_dir / "docs"),
+        },
+        "by_lang": [r.asDict() for r in by_lang],
+    }
+
+
+def format_summary(report: dict[str, Any], top_langs: int = 12) -> str:
+    lines = [f"codemill run summary ({report['out']})", ""]
+    lines.append(f"{'stage':<14}{'docs in':>10}{'docs out':>10}{'dropped':>10}{'MB out':>10}{'sec':>8}")
+    for s in report["stages"]:
+        dropped = sum(s["dropped"].values())
+        lines.append(
+            f"{s['stage']:<14}{s['docs_in']:>10,}{s['docs_out']:>10,}{dropped:>10,}"
+            f"{s['bytes_out'] / 1e6:>10,.1f}{s['seconds']:>8.1f}"
+        )
+    lines += ["", "drops by reason:"]
+    for s in report["stages"]:
+        for reason, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {s['stage'] + '/' + reason:<40}{n:>10,}")
+    dupes = sum(
+        n for s in report["stages"] for r, n in s["dropped"].items() if "duplicate" in r
+    )
+    lines += ["", f"duplicates removed: {dupes:,}", "", "final documents by kind and language:"]
+    by_kind: dict[str, list[int]] = {}
+    for row in report["by_lang"]:
+        tot = by_kind.setdefault(row["kind"], [0, 0])
+        tot[0] += row["docs"]
+        tot[1] += row["bytes"]
+    for kind, (docs, size) in sorted(by_kind.items()):
+        lines.append(f"  {kind:<10}{docs:>10,} docs {_mb(size):>14}")
+    for row in report["by_lang"][:top_langs]:
+        lines.append(f"    {row['lang']:<22}{row['docs']:>8,} docs {_mb(row['bytes']):>14}")
+    rest = report["by_lang"][top_langs:]
+    if rest:
+        lines.append(f"    ... {len(rest)} more languages")
+    final = report["final"]
+    lines += [
+        "",
+        f"kept {final['docs']:,} documents ({_mb(final['bytes'])}): {final['table']}",
+        "outputs:",
+        *(f"  {name:<14}{path}" for name, path in report["outputs"].items()),
+        f"report: {report['out']}/report.json",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(spark: SparkSession, cfg: RunConfig, tasks: list, report_dir: Path) -> dict[str, Any]:
+    """Write report.json and summary.txt for this run (and as the output root's latest), print it."""
+    report = build_report(spark, cfg, {t.stage: t.output_dir for t in tasks})
+    text = format_summary(report)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    blob = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    for directory in (cfg.out_path(), report_dir):
+        _write_atomic(directory / "summary.txt", text)
+        _write_atomic(directory / "report.json", blob)
+    print("\n" + text, flush=True)
+    return report

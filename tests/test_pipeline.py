@@ -1,0 +1,204 @@
+"""The pretraining DAG through the real Luigi scheduler (local and luigid)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import luigi
+import pytest
+
+from codemill.atomic import is_complete
+from codemill.config import load_config
+from codemill.pipelines.pretrain import ExactDedup, Ingest, PretrainReport
+from codemill.pipelines.runner import build
+from codemill.pipelines.tables import table_digest
+from codemill.stats import StageStats
+
+CODEMILL = [sys.executable, "-m", "codemill.cli"]
+
+
+def write_config(path: Path, tree: Path, out: Path, extra: str = "") -> Path:
+    path.write_text(f"""
+out = "{out}"
+[[sources]]
+name = "real"
+type = "dir"
+path = "{tree}"
+license = "PSF-2.0"
+[spark]
+master = "local[2]"
+conf = {{ "spark.sql.shuffle.partitions" = "4", "spark.driver.memory" = "2g" }}
+{extra}
+""")
+    return path
+
+
+def run_dag(config: Path, overrides=(), **luigi_cfg) -> bool:
+    cfg = load_config(config, list(overrides))
+    for key, value in luigi_cfg.items():
+        setattr(cfg.luigi, key, value)
+    return build([PretrainReport(config_path=str(config), overrides=list(overrides))], cfg.luigi)
+
+
+@pytest.fixture(scope="module")
+def finished_run(spark, real_tree, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dag")
+    config = write_config(tmp / "run.toml", real_tree, tmp / "out")
+    assert run_dag(config)
+    return config
+
+
+def test_dag_accounts_for_every_file(finished_run, real_tree):
+    report = json.loads((load_config(finished_run).out_path() / "report.json").read_text())
+    ingest, exact = (StageStats(**s) for s in report["stages"])
+    n_files = sum(1 for p in real_tree.rglob("*") if p.is_file())
+    assert ingest.docs_in == n_files
+    for stats in (ingest, exact):
+        assert stats.docs_in == stats.docs_out + sum(stats.dropped.values())
+    assert exact.docs_in == ingest.docs_out
+    assert exact.dropped == {"exact_duplicate": 3}  # the three vendored json modules
+    summary = (load_config(finished_run).out_path() / "summary.txt").read_text()
+    assert "duplicates removed: 3" in summary and "python" in summary
+
+
+def test_stage_outputs_are_complete_and_fingerprinted(finished_run):
+    task = ExactDedup(config_path=str(finished_run))
+    out = task.output_dir
+    assert is_complete(out) and (out / "docs").is_dir() and (out / "dropped").is_dir()
+    assert StageStats.read(out / "stats.json").stage == "exact_dedup"
+    assert not list(out.parent.glob("*.tmp-*"))
+
+
+def test_rerun_skips_completed_tasks(finished_run):
+    task = PretrainReport(config_path=str(finished_run))
+    stats_file = ExactDedup(config_path=str(finished_run)).output_dir / "stats.json"
+    before = stats_file.stat().st_mtime_ns
+    assert task.complete()
+    assert run_dag(finished_run)
+    assert stats_file.stat().st_mtime_ns == before
+
+
+def test_changed_parameter_never_reuses_stale_output(finished_run):
+    changed = ["exact_dedup.normalize_whitespace=true"]
+    old = ExactDedup(config_path=str(finished_run))
+    new = ExactDedup(config_path=str(finished_run), overrides=changed)
+    assert new.output_dir != old.output_dir
+    assert Ingest(config_path=str(finished_run), overrides=changed).output_dir == old.requires().output_dir
+    assert not new.complete()
+    assert run_dag(finished_run, changed)
+    assert StageStats.read(new.output_dir / "stats.json").dropped.keys() <= {"exact_duplicate_whitespace"}
+
+
+def test_changed_input_file_changes_the_fingerprint(spark, real_tree, tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.py").write_text("a = 1\n")
+    config = write_config(tmp_path / "run.toml", tree, tmp_path / "out")
+    before = Ingest(config_path=str(config)).fingerprint()
+    (tree / "b.py").write_text("b = 2\n")
+    luigi.task_register.Register.clear_instance_cache()  # Luigi reuses instances per process
+    assert Ingest(config_path=str(config)).fingerprint() != before
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll a condition (a process's progress), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_killed_run_resumes_to_identical_result(finished_run, real_tree, tmp_path):
+    config = write_config(tmp_path / "run.toml", real_tree, tmp_path / "out")
+    ingest_root = tmp_path / "out" / "ingest"
+    proc = subprocess.Popen([*CODEMILL, "run", str(config)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: ingest_root.exists() and any(ingest_root.glob("*.tmp-*/docs")),
+                  240, "the ingest stage to start writing")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not any(is_complete(d) for d in ingest_root.iterdir())
+
+    done = subprocess.run([*CODEMILL, "run", str(config)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not list(ingest_root.glob("*.tmp-*"))
+    for stage in (Ingest, ExactDedup):
+        resumed = stage(config_path=str(config)).output_dir
+        reference = stage(config_path=str(finished_run)).output_dir
+        assert resumed.name == reference.name
+        for table in ("docs", "dropped"):
+            assert table_digest(resumed / table) == table_digest(reference / table)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_central_luigid_scheduler(spark, real_tree, tmp_path):
+    port = _free_port()
+    luigid = subprocess.Popen(
+        [str(Path(sys.executable).with_name("luigid")), "--port", str(port), "--address", "127.0.0.1",
+         "--state-path", str(tmp_path / "state.pickle"), "--logdir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        _wait_for(listening, 60, "luigid to listen")
+        config = write_config(tmp_path / "run.toml", real_tree, tmp_path / "out")
+        assert run_dag(config, local_scheduler=False, scheduler_host="127.0.0.1", scheduler_port=port)
+        query = urllib.parse.quote(json.dumps({"status": "DONE"}))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/task_list?data={query}") as r:
+            done = json.loads(r.read())["response"]
+        families = {t["name"] for t in done.values()}
+        assert {"Ingest", "ExactDedup", "PretrainReport"} <= families
+    finally:
+        luigid.terminate()
+        luigid.wait()
+
+
+def test_luigi_command_line_convention(finished_run):
+    # `luigi --module codemill.pipelines.pretrain ...` sees completed work as complete
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("luigi")), "--module", "codemill.pipelines.pretrain",
+         "PretrainReport", "--config-path", str(finished_run), "--local-scheduler"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "complete ones were encountered" in result.stderr + result.stdout
+
+
+def test_cli_reports_bad_input_clearly(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "bad.jsonl").write_text('{"content": "x = 1\\n", "path": "a.py"}\n{oops\n')
+    config = tmp_path / "run.toml"
+    config.write_text(f"""
+out = "{tmp_path / 'out'}"
+[[sources]]
+name = "j"
+type = "jsonl"
+path = "{tmp_path / 'data'}"
+[spark]
+master = "local[1]"
+""")
+    result = subprocess.run([*CODEMILL, "run", str(config)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"{tmp_path / 'data' / 'bad.jsonl'}:2: malformed JSONL record" in result.stderr
+
+    config.write_text("[ingest]\nmax_file_bytes = -1\n")
+    result = subprocess.run([*CODEMILL, "run", str(config)], capture_output=True, text=True)
+    assert result.returncode == 2 and "max_file_bytes must be positive" in result.stderr
