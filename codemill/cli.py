@@ -62,7 +62,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not src.resolved_path().exists():
             raise ConfigError(f"source {src.name!r}: {src.resolved_path()} does not exist")
     task = PretrainReport(config_path=args.config or "", overrides=overrides)
-    return 0 if build([task], cfg.luigi) else 1
+    if not build([task], cfg.luigi):
+        print("codemill: the run did not finish; see the errors above. Re-running resumes "
+              "from the last completed stage.", file=sys.stderr)
+        return 1
+    print("\n" + (task.report_dir / "summary.txt").read_text(), end="")
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from codemill.config import SparkConfig
+from codemill.config import DEFAULT_SPARK_CONF, SparkConfig
 
 
 class JavaMissingError(RuntimeError):
@@ -61,7 +61,7 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", "true")
     )
-    for key, value in cfg.conf.items():
+    for key, value in {**DEFAULT_SPARK_CONF, **cfg.conf}.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)

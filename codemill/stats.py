@@ -21,6 +21,7 @@ class StageStats:
     bytes_in: int
     bytes_out: int
     seconds: float
+    dropped_bytes: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> "StageStats":

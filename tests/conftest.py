@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import time
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
-from codemill.config import SparkConfig
+from codemill.config import SparkConfig, load_config
+from codemill.pipelines.pretrain import PretrainReport
+from codemill.pipelines.runner import build
 from codemill.spark import get_spark
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -50,3 +54,54 @@ def real_tree(tmp_path_factory) -> Path:
     for name in ("decoder.py", "encoder.py", "scanner.py"):
         shutil.copy(root / "py" / "json" / name, vendored / name)
     return root
+
+
+def write_config(path: Path, tree: Path, out: Path, extra: str = "") -> Path:
+    path.write_text(f"""
+out = "{out}"
+[[sources]]
+name = "real"
+type = "dir"
+path = "{tree}"
+license = "PSF-2.0"
+[spark]
+master = "local[2]"
+conf = {{ "spark.sql.shuffle.partitions" = "4", "spark.driver.memory" = "2g" }}
+{extra}
+""")
+    return path
+
+
+def run_dag(config: Path, overrides=(), **luigi_cfg) -> bool:
+    cfg = load_config(config, list(overrides))
+    for key, value in luigi_cfg.items():
+        setattr(cfg.luigi, key, value)
+    return build([PretrainReport(config_path=str(config), overrides=list(overrides))], cfg.luigi)
+
+
+@pytest.fixture(scope="session")
+def finished_run(spark, real_tree, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dag")
+    config = write_config(tmp / "run.toml", real_tree, tmp / "out")
+    assert run_dag(config)
+    return config
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a condition (another process's progress), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -1,4 +1,4 @@
-from codemill.ingest.languages import kind_of, lang_of_path, normalise_lang
+from codemill.ingest.languages import kind_of, lang_of_path, normalise_lang, refine_header_lang
 
 
 def test_extension_and_filename():
@@ -25,3 +25,11 @@ def test_kinds_and_aliases():
     assert normalise_lang("C++") == "c++"
     assert normalise_lang("Python") == "python"
     assert normalise_lang("  ") is None
+
+
+def test_cpp_headers_are_told_from_c_headers():
+    c_header = "#ifndef X_H\n#define X_H\nint f(void);\n#endif\n"
+    cpp_header = "#pragma once\n#include <vector>\nnamespace at {\nclass Tensor {\n};\n}\n"
+    assert refine_header_lang("c", "x.h", c_header) == "c"
+    assert refine_header_lang("c", "t.h", cpp_header) == "c++"
+    assert refine_header_lang("c", "x.c", cpp_header) == "c"

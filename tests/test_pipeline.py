@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,42 +16,11 @@ import pytest
 from codemill.atomic import is_complete
 from codemill.config import load_config
 from codemill.pipelines.pretrain import ExactDedup, Ingest, PretrainReport
-from codemill.pipelines.runner import build
 from codemill.pipelines.tables import table_digest
 from codemill.stats import StageStats
+from conftest import free_port, listening, run_dag, wait_for, write_config
 
 CODEMILL = [sys.executable, "-m", "codemill.cli"]
-
-
-def write_config(path: Path, tree: Path, out: Path, extra: str = "") -> Path:
-    path.write_text(f"""
-out = "{out}"
-[[sources]]
-name = "real"
-type = "dir"
-path = "{tree}"
-license = "PSF-2.0"
-[spark]
-master = "local[2]"
-conf = {{ "spark.sql.shuffle.partitions" = "4", "spark.driver.memory" = "2g" }}
-{extra}
-""")
-    return path
-
-
-def run_dag(config: Path, overrides=(), **luigi_cfg) -> bool:
-    cfg = load_config(config, list(overrides))
-    for key, value in luigi_cfg.items():
-        setattr(cfg.luigi, key, value)
-    return build([PretrainReport(config_path=str(config), overrides=list(overrides))], cfg.luigi)
-
-
-@pytest.fixture(scope="module")
-def finished_run(spark, real_tree, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dag")
-    config = write_config(tmp / "run.toml", real_tree, tmp / "out")
-    assert run_dag(config)
-    return config
 
 
 def test_dag_accounts_for_every_file(finished_run, real_tree):
@@ -108,22 +75,13 @@ def test_changed_input_file_changes_the_fingerprint(spark, real_tree, tmp_path):
     assert Ingest(config_path=str(config)).fingerprint() != before
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    """Poll a condition (a process's progress), failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_killed_run_resumes_to_identical_result(finished_run, real_tree, tmp_path):
     config = write_config(tmp_path / "run.toml", real_tree, tmp_path / "out")
     ingest_root = tmp_path / "out" / "ingest"
     proc = subprocess.Popen([*CODEMILL, "run", str(config)], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: ingest_root.exists() and any(ingest_root.glob("*.tmp-*/docs")),
+        wait_for(lambda: ingest_root.exists() and any(ingest_root.glob("*.tmp-*/docs")),
                   240, "the ingest stage to start writing")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -141,24 +99,15 @@ def test_killed_run_resumes_to_identical_result(finished_run, real_tree, tmp_pat
             assert table_digest(resumed / table) == table_digest(reference / table)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_central_luigid_scheduler(spark, real_tree, tmp_path):
-    port = _free_port()
+    port = free_port()
     luigid = subprocess.Popen(
         [str(Path(sys.executable).with_name("luigid")), "--port", str(port), "--address", "127.0.0.1",
          "--state-path", str(tmp_path / "state.pickle"), "--logdir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-        _wait_for(listening, 60, "luigid to listen")
+        wait_for(lambda: listening(port), 60, "luigid to listen")
         config = write_config(tmp_path / "run.toml", real_tree, tmp_path / "out")
         assert run_dag(config, local_scheduler=False, scheduler_host="127.0.0.1", scheduler_port=port)
         query = urllib.parse.quote(json.dumps({"status": "DONE"}))

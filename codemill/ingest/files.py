@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from codemill.ingest.languages import lang_of_path
+from codemill.ingest.languages import lang_of_path, refine_header_lang
 from codemill.ingest.rows import decode, make_row, to_batch
 
 # Git's heuristic: a NUL byte in the first 8000 bytes means binary.
@@ -47,6 +47,7 @@ def read_file(entry: dict[str, Any], max_file_bytes: int, invalid_utf8: str) -> 
     if text is None:
         return make_row(**meta, content=None, raw_size=len(data), lang=lang,
                         invalid_utf8=True, reason="invalid_utf8", raw_sha256=raw_sha)
+    lang = refine_header_lang(lang, entry["path"], text)
     return make_row(**meta, content=text, raw_size=len(data), lang=lang, invalid_utf8=invalid)
 
 

@@ -104,6 +104,20 @@ def lang_from_shebang(head: bytes) -> str | None:
     return SHEBANG_INTERPRETERS.get(name)
 
 
+# `.h` is shared by C and C++; these only occur in C++ headers.
+_CPP_MARKERS = re.compile(
+    r"^\s*(namespace\s+\w+|template\s*<|class\s+\w+[^;]*\{|using\s+namespace)|std::|#include\s*<[a-z_]+>\s*$",
+    re.MULTILINE,
+)
+
+
+def refine_header_lang(lang: str | None, path: str, text: str) -> str | None:
+    """A `.h` file with C++ constructs is C++."""
+    if lang == "c" and path.lower().endswith(".h") and _CPP_MARKERS.search(text):
+        return "c++"
+    return lang
+
+
 def lang_of_path(path: str, head: bytes = b"") -> str | None:
     """Language from the name, falling back to the shebang for extension-less files."""
     name = path.rsplit("/", 1)[-1]

@@ -14,5 +14,6 @@ def build(tasks: list[luigi.Task], cfg: LuigiConfig) -> bool:
         where = {"local_scheduler": True}
     else:
         where = {"scheduler_host": cfg.scheduler_host, "scheduler_port": cfg.scheduler_port}
-    result = luigi.build(tasks, workers=cfg.workers, detailed_summary=True, **where)
+    result = luigi.build(tasks, workers=cfg.workers, detailed_summary=True, log_level=cfg.log_level,
+                         **where)
     return result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)

@@ -68,4 +68,5 @@ def compute_stats(
         bytes_in=bytes_out + sum(b for _, b in by_reason.values()) if bytes_in is None else bytes_in,
         bytes_out=bytes_out,
         seconds=round(seconds, 3),
+        dropped_bytes={reason: b for reason, (_, b) in sorted(by_reason.items())},
     ).check()

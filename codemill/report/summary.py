@@ -90,7 +90,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_report(spark: SparkSession, cfg: RunConfig, tasks: list, report_dir: Path) -> dict[str, Any]:
-    """Write report.json and summary.txt for this run (and as the output root's latest), print it."""
+    """Write report.json and summary.txt for this run, and as the output root's latest."""
     report = build_report(spark, cfg, {t.stage: t.output_dir for t in tasks})
     text = format_summary(report)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -98,5 +98,4 @@ def write_report(spark: SparkSession, cfg: RunConfig, tasks: list, report_dir: P
     for directory in (cfg.out_path(), report_dir):
         _write_atomic(directory / "summary.txt", text)
         _write_atomic(directory / "report.json", blob)
-    print("\n" + text, flush=True)
     return report

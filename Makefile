@@ -1,0 +1,37 @@
+# codemill — the two commands a new user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test bench install java clean
+
+# The virtualenv is (re)built when pyproject.toml changes.
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "codemill needs Python 3.11 or newer (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(INSTALLED)
+
+# Spark needs Java 17+: say so before a long install, not after.
+java:
+	@command -v java >/dev/null 2>&1 || [ -x "$$JAVA_HOME/bin/java" ] || { \
+		echo "codemill: Spark needs a Java runtime (17 or newer) and none was found."; \
+		echo "  Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless"; \
+		echo "  macOS:         brew install openjdk@17"; \
+		echo "  or set JAVA_HOME to an existing JDK 17+."; exit 1; }
+
+demo: java $(INSTALLED)
+	$(VENV)/bin/codemill run $(ARGS)
+
+test: java $(INSTALLED)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: java $(INSTALLED)
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf codemill-out bench-out

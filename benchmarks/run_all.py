@@ -1,0 +1,45 @@
+"""`make bench`: run every benchmark in one go and record the figures in RESULTS.md."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import subprocess
+from datetime import date
+from pathlib import Path
+
+BENCHMARKS = [
+    "benchmarks.ingest_throughput",
+]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}, {java}")
+
+
+def main() -> None:
+    sections = []
+    for name in BENCHMARKS:
+        print(f"== {name}", flush=True)
+        section = importlib.import_module(name).main()
+        print(section + "\n", flush=True)
+        sections.append(section)
+    header = f"# Benchmark results\n\nRecorded by `make bench` on {date.today()}: {machine()}.\n"
+    Path("benchmarks/RESULTS.md").write_text(header + "\n" + "\n\n".join(sections) + "\n")
+    print("written benchmarks/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
