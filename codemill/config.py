@@ -33,12 +33,14 @@ class SparkConfig:
     log_level: str = "WARN"
     # Zip the codemill package onto spark.submit.pyFiles for executors that lack it.
     ship_package: bool = False
-    conf: dict[str, str] = field(
-        default_factory=lambda: {
-            "spark.driver.memory": "4g",
-            "spark.sql.shuffle.partitions": "16",
-        }
-    )
+    # Any Spark setting; merged over DEFAULT_SPARK_CONF.
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+DEFAULT_SPARK_CONF = {
+    "spark.driver.memory": "4g",
+    "spark.sql.shuffle.partitions": "16",
+}
 
 
 @dataclass
@@ -48,6 +50,8 @@ class LuigiConfig:
     local_scheduler: bool = True
     scheduler_host: str = "localhost"
     scheduler_port: int = 8082
+    # Luigi's own logging; INFO shows each task starting and finishing.
+    log_level: str = "INFO"
 
 
 SourceType = Literal["dir", "jsonl", "parquet", "hf_disk"]
@@ -123,6 +127,10 @@ class NearDedupConfig:
     # Clusters at least this large have their candidate pairs checked by real Jaccard.
     verify_min_cluster_size: int = 2
     hash_seed: int = 1
+    # LSH buckets up to this size yield all their pairs as candidates; a larger bucket
+    # (mass copies or shared boilerplate) yields a star from its smallest id plus a chain
+    # in id order, so candidate pairs grow linearly, not quadratically, with bucket size.
+    all_pairs_max_bucket: int = 64
 
 
 @dataclass
@@ -164,27 +172,35 @@ def _validate(cfg: RunConfig, origin: str) -> None:
         raise ConfigError(f"{origin}: ingest.max_file_bytes must be positive")
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` -> (["a","b","c"], value); the value is read as TOML, else kept as a string."""
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b."c.d"=value` -> {"a": {"b": {"c.d": value}}}, read with TOML's own key and
+    value syntax; a value that is not TOML (e.g. local[2]) is taken as a string."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key=value")
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        return tomllib.loads(f"{key} = {raw}")
     except tomllib.TOMLDecodeError:
-        value = raw
-    return key.strip().split("."), value
+        try:
+            return tomllib.loads(f"{key} = {json.dumps(raw)}")
+        except tomllib.TOMLDecodeError:
+            raise ConfigError(f"override {text!r}: {key.strip()!r} is not a valid key") from None
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], text: str) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict):
+            node = base.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {key!r} is not a table")
+            _merge(node, value, text)
+        else:
+            base[key] = value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {key!r} is not a table")
-        node[keys[-1]] = value
+        _merge(data, parse_override(text), text)
     return data
 
 
