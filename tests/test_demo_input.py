@@ -1,0 +1,38 @@
+"""The embedded demo's input (this interpreter's standard library) through the DAG."""
+
+from __future__ import annotations
+
+import json
+
+from codemill.config import load_config
+from codemill.stats import StageStats
+from conftest import run_dag
+
+
+def test_stage_counts_add_up_on_the_demo_input(spark, tmp_path):
+    demo = load_config()
+    stdlib = demo.sources[0]
+    config = tmp_path / "run.toml"
+    config.write_text(f"""
+out = "{tmp_path / 'out'}"
+[[sources]]
+name = "{stdlib.name}"
+type = "dir"
+path = "{stdlib.path}"
+license = "{stdlib.license}"
+exclude = {json.dumps(stdlib.exclude)}
+""")
+    assert run_dag(config)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    stages = [StageStats(**s) for s in report["stages"]]
+    assert [s.stage for s in stages] == ["ingest", "exact_dedup"]
+    for s in stages:
+        assert s.docs_in == s.docs_out + sum(s.dropped.values())
+        assert s.bytes_in == s.bytes_out + sum(s.dropped_bytes.values())
+    for before, after in zip(stages, stages[1:]):
+        assert after.docs_in == before.docs_out
+    ingest = stages[0]
+    assert ingest.docs_out > 500  # hundreds of real modules
+    assert ingest.dropped.get("unsupported_extension", 0) > 0  # e.g. compiled files in lib-dynload
+    kinds = {row["kind"] for row in report["by_lang"]}
+    assert {"code", "nl"} <= kinds
