@@ -1,3 +1,11 @@
-"""Tokenization (not built yet): a sentencepiece BPE tokenizer with Llama's settings
-and the four infilling tokens, fill-in-the-middle transforms (PSM / SPM) and packing
-into fixed-length sequences written as Arrow shards with a manifest."""
+"""Tokenization: from document text to training shards (DESIGN.md §2-3).
+
+* `tokenizer` — train a sentencepiece BPE model with Llama's settings and the four
+  infilling tokens, or load a Llama / Code Llama `tokenizer.model`; enc and enc'.
+* `fim` — fill-in-the-middle (PSM / SPM) with per-document draws from (seed, id).
+* `pack` — BOS/EOS-delimited documents packed into fixed-length rows with
+  document start offsets.
+* `shards` — Arrow IPC stream shards, manifest with checksums, verify and inspect.
+
+The modules import no Spark: executors run them inside Arrow batch functions.
+"""

@@ -1,0 +1,370 @@
+"""Training shards on disk (DESIGN.md §2): Arrow IPC stream files plus a manifest.
+
+A shard directory holds `shard-00000.arrow`, … (uncompressed IPC *stream* format,
+the format of Hugging Face `datasets` cache files, so `Dataset.from_file` opens
+one zero-copy), `manifest.json`, and a copy of the tokenizer model, so that the
+directory alone can be decoded, verified and trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+
+from codemill.tokenize.fim import FimConfig, render
+from codemill.tokenize.pack import PackConfig, PackStats, sequence_schema
+from codemill.tokenize.tokenizer import Tokenizer, TokenizerError, load_tokenizer
+
+MANIFEST = "manifest.json"
+TOKENIZER_FILE = "tokenizer.model"
+FORMAT = "codemill-shards/1"
+# Record batches of ~16 MiB: large enough that per-batch overhead vanishes, small
+# enough that a loader touching one sequence maps little.
+BATCH_BYTES = 16 << 20
+
+
+class ShardError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    file: str  # name inside the shard directory
+    rows: int
+    bytes: int
+    sha256: str
+
+
+def shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:05d}.arrow"
+
+
+class ShardWriter:
+    """Writes packed rows into shards of `batches_per_shard` record batches each.
+
+    Each shard is written under a temporary name and renamed when complete, so a
+    killed writer never leaves a file that looks finished. Spark partitions each
+    use their own `prefix`; `rename_shards` then numbers the shards globally.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        seq_len: int,
+        prefix: str = "shard",
+        rows_per_batch: int | None = None,
+        batches_per_shard: int = 16,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.schema = sequence_schema(seq_len)
+        self.prefix = prefix
+        self.rows_per_batch = rows_per_batch or max(1, BATCH_BYTES // (4 * seq_len))
+        self.batches_per_shard = batches_per_shard
+        self.shards: list[ShardInfo] = []
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._open: _OpenShard | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not batch.schema.equals(self.schema):
+            raise ShardError(f"batch schema {batch.schema} is not the shard schema {self.schema}")
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows < self.rows_per_batch:
+            return
+        table = pa.Table.from_batches(self._pending, self.schema).combine_chunks()
+        full = table.num_rows // self.rows_per_batch * self.rows_per_batch
+        for offset in range(0, full, self.rows_per_batch):
+            self._write_batch(table.slice(offset, self.rows_per_batch))
+        rest = table.slice(full)
+        self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
+
+    def close(self) -> list[ShardInfo]:
+        """Write what is pending, finish the last shard; returns all shards written."""
+        if self._pending_rows:
+            self._write_batch(pa.Table.from_batches(self._pending, self.schema).combine_chunks())
+            self._pending, self._pending_rows = [], 0
+        if self._open is not None:
+            self.shards.append(self._open.finish())
+            self._open = None
+        return self.shards
+
+    def abort(self) -> None:
+        """Drop the shard being written (its temporary file); finished shards stay."""
+        if self._open is not None:
+            self._open.discard()
+            self._open = None
+        self._pending, self._pending_rows = [], 0
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _write_batch(self, table: pa.Table) -> None:
+        if self._open is None:
+            name = shard_name(self.prefix, len(self.shards))
+            self._open = _OpenShard(self.out_dir / name, self.schema)
+        self._open.write(table)
+        if self._open.batches == self.batches_per_shard:
+            self.shards.append(self._open.finish())
+            self._open = None
+
+
+class _HashingFile:
+    """A write-only file that hashes what passes through (one pass, no read-back)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.sha256 = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        self.closed = True
+
+
+class _OpenShard:
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self._file = _HashingFile(open(self.tmp, "wb"))
+        self._sink = pa.PythonFile(self._file, mode="w")
+        self._writer = pa.ipc.new_stream(self._sink, schema)
+        self.rows = self.batches = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+        self.batches += 1
+
+    def finish(self) -> ShardInfo:
+        self._writer.close()
+        self._sink.close()
+        os.replace(self.tmp, self.path)
+        size = self.path.stat().st_size
+        return ShardInfo(self.path.name, self.rows, size, self._file.sha256.hexdigest())
+
+    def discard(self) -> None:
+        self._writer.close()
+        self._sink.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def rename_shards(out_dir: str | os.PathLike, shards: Sequence[ShardInfo]) -> list[ShardInfo]:
+    """Rename shards, in the given order, to shard-00000.arrow, shard-00001.arrow, …"""
+    out = Path(out_dir)
+    renamed = []
+    for i, info in enumerate(shards):
+        name = shard_name("shard", i)
+        if info.file != name:
+            if (out / name).exists():
+                raise ShardError(f"{out / name} exists; refusing to overwrite it")
+            os.replace(out / info.file, out / name)
+        renamed.append(ShardInfo(name, info.rows, info.bytes, info.sha256))
+    return renamed
+
+
+def write_manifest(
+    out_dir: str | os.PathLike,
+    *,
+    tokenizer: Tokenizer,
+    pack: PackConfig,
+    fim: FimConfig,
+    seed: int,
+    shards: Sequence[ShardInfo],
+    stats: PackStats,
+    mix: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Copy the tokenizer next to the shards and write manifest.json atomically.
+
+    `mix` is recorded as given (e.g. requested and realised token shares per source,
+    and each source's epochs). Raises if the shards and the counts disagree.
+    """
+    out = Path(out_dir)
+    rows = sum(s.rows for s in shards)
+    if rows != stats.sequences:
+        raise ShardError(f"{out}: the shards hold {rows} sequences, the stats {stats.sequences}")
+    model = out / TOKENIZER_FILE
+    if not model.exists() or _sha256_file(model) != tokenizer.sha256:
+        tmp = model.with_name(f".{model.name}.tmp-{os.getpid()}")
+        shutil.copyfile(tokenizer.path, tmp)
+        os.replace(tmp, model)
+    manifest = {
+        "format": FORMAT,
+        "seq_len": pack.seq_len,
+        "tokenizer": {
+            "file": TOKENIZER_FILE,
+            "source": tokenizer.name,
+            "sha256": tokenizer.sha256,
+            "vocab_size": tokenizer.vocab_size,
+            "special_ids": tokenizer.special_ids,
+            "pad_id": tokenizer.eos_id,
+            "dummy_prefix": tokenizer.dummy_prefix,
+        },
+        "fim": {**asdict(fim), "seed": seed},
+        "packing": asdict(pack),
+        "mix": dict(mix or {}),
+        "counts": stats.to_dict(),
+        "shards": [asdict(s) for s in shards],
+    }
+    tmp = out / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, out / MANIFEST)
+    return manifest
+
+
+def read_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(shard_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ShardError(f"{path} does not exist: not a shard directory, or not finished") from None
+    except json.JSONDecodeError as exc:
+        raise ShardError(f"{path} is not valid JSON: {exc}") from None
+    if manifest.get("format") != FORMAT:
+        raise ShardError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
+    """Every problem found: checksums, sizes, row counts, schema, stray files. [] = sound."""
+    out = Path(shard_dir)
+    try:
+        manifest = read_manifest(out)
+    except ShardError as exc:
+        return [str(exc)]
+    problems = []
+    tok = manifest["tokenizer"]
+    model = out / tok["file"]
+    if not model.exists():
+        problems.append(f"{model}: missing")
+    elif _sha256_file(model) != tok["sha256"]:
+        problems.append(f"{model}: sha256 differs from the manifest")
+    schema = sequence_schema(manifest["seq_len"])
+    listed = set()
+    for s in manifest["shards"]:
+        listed.add(s["file"])
+        path = out / s["file"]
+        if not path.exists():
+            problems.append(f"{path}: missing")
+            continue
+        if path.stat().st_size != s["bytes"]:
+            problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {s['bytes']}")
+        if _sha256_file(path) != s["sha256"]:
+            problems.append(f"{path}: sha256 differs from the manifest")
+            continue
+        try:
+            rows, file_schema = _count_rows(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            problems.append(f"{path}: unreadable: {exc}")
+            continue
+        if rows != s["rows"]:
+            problems.append(f"{path}: {rows} rows, manifest says {s['rows']}")
+        if not file_schema.equals(schema):
+            problems.append(f"{path}: schema {file_schema} differs from {schema}")
+    if sum(s["rows"] for s in manifest["shards"]) != manifest["counts"]["sequences"]:
+        problems.append(f"{out / MANIFEST}: shard rows do not add up to counts.sequences")
+    for path in sorted(out.iterdir()):
+        if path.name.endswith(".arrow") and path.name not in listed or ".tmp-" in path.name:
+            problems.append(f"{path}: not in the manifest (left by an interrupted writer?)")
+    return problems
+
+
+def inspect_shards(shard_dir: str | os.PathLike, sample: int = 0) -> str:
+    """A report for people: the manifest, checksum verification, one decoded sequence."""
+    out = Path(shard_dir)
+    m = read_manifest(out)
+    tok, fim, counts = m["tokenizer"], m["fim"], m["counts"]
+    lines = [
+        f"shards: {out}",
+        f"  seq_len {m['seq_len']}, {counts['sequences']:,} sequences, {counts['tokens']:,} tokens "
+        f"(+{counts['pad_tokens']:,} padding), {len(m['shards'])} shard files, "
+        f"{sum(s['bytes'] for s in m['shards']) / 2**20:,.1f} MiB",
+        f"  tokenizer {tok['source']} (sha256 {tok['sha256'][:16]}…), vocab {tok['vocab_size']}, "
+        + ", ".join(f"{k}={v}" for k, v in tok["special_ids"].items()),
+        f"  FIM rate {fim['rate']}, SPM share {fim['spm_rate']}, seed {fim['seed']}: "
+        f"{counts['docs_psm']:,} PSM + {counts['docs_spm']:,} SPM of {counts['docs_packed']:,} docs; "
+        f"{counts['docs_long']:,} longer than a context, {counts['docs_empty']:,} empty skipped",
+    ]
+    lines += _mix_lines(m["mix"])
+    problems = verify_shards(out)
+    lines.append("checksums: OK" if not problems else f"checksums: {len(problems)} problem(s)")
+    lines += [f"  {p}" for p in problems]
+    lines += _sample_lines(out, m, sample)
+    return "\n".join(lines)
+
+
+def _mix_lines(mix: Mapping[str, Any]) -> list[str]:
+    requested, realised = mix.get("requested", {}), mix.get("realised", {})
+    if not requested and not realised:
+        return []
+    lines = ["  mix (token share)      requested  realised"]
+    for source in sorted(set(requested) | set(realised)):
+        req, real = (_percent(shares.get(source)) for shares in (requested, realised))
+        lines.append(f"    {source:<20} {req:>9}  {real:>8}")
+    return lines
+
+
+def _percent(share: float | None) -> str:
+    return "" if share is None else f"{share:.1%}"
+
+
+def _sample_lines(out: Path, m: Mapping[str, Any], sample: int) -> list[str]:
+    total = m["counts"]["sequences"]
+    if not 0 <= sample < total:
+        return [f"sample: no sequence {sample} (there are {total})"]
+    row = sample
+    for s in m["shards"]:
+        if row < s["rows"]:
+            break
+        row -= s["rows"]
+    with pa.memory_map(str(out / s["file"])) as source:
+        table = pa.ipc.open_stream(source).read_all()
+        record = table.slice(row, 1).to_pylist()[0]
+    header = (
+        f"sample sequence {sample} ({s['file']} row {row}): {record['num_tokens']} tokens, "
+        f"documents start at {record['doc_starts']}"
+    )
+    try:
+        tok = load_tokenizer(out / m["tokenizer"]["file"])
+        text = render(record["input_ids"][: record["num_tokens"]], tok)
+    except TokenizerError as exc:
+        return [header, f"  cannot decode: {exc}"]
+    return [header, "-" * 72, text, "-" * 72]
+
+
+def _count_rows(path: Path) -> tuple[int, pa.Schema]:
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_stream(source)
+        return sum(b.num_rows for b in reader), reader.schema
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
