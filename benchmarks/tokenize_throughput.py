@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from codemill.tokenize.fim import FimConfig
-from codemill.tokenize.pack import PackConfig, PackStats, pack_documents
+from codemill.config import FimConfig, PackConfig
+from codemill.tokenize.pack import PackStats, pack_documents
 from codemill.tokenize.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 SEQ_LEN = 4096

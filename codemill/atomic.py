@@ -6,6 +6,7 @@ the next run removes such leftovers before it starts again.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -38,3 +39,11 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -15,6 +15,7 @@ examples:
   codemill run my-run.toml             run a config
   codemill run my-run.toml --master spark://host:7077 --set ingest.max_file_bytes=2000000
   codemill config my-run.toml          print the config as codemill understands it
+  codemill shards inspect codemill-out/shards/base/<fingerprint>
 """
 
 
@@ -76,6 +77,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shards_inspect(args: argparse.Namespace) -> int:
+    from codemill.tokenize.shards import ShardError, inspect_shards, verify_shards
+
+    try:
+        print(inspect_shards(args.dir, sample=args.sample))
+    except ShardError as exc:
+        print(f"codemill: {exc}", file=sys.stderr)
+        return 1
+    return 1 if verify_shards(args.dir) else 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codemill",
@@ -99,6 +111,17 @@ def make_parser() -> argparse.ArgumentParser:
                           description="Print the config as codemill reads it, as JSON.")
     _add_config_args(show)
     show.set_defaults(func=cmd_config)
+
+    shards = sub.add_parser("shards", help="look into training shards")
+    shards_sub = shards.add_subparsers(dest="shards_command", metavar="COMMAND", required=True)
+    inspect = shards_sub.add_parser(
+        "inspect", help="print a shard directory's manifest, verify checksums, decode a sample",
+        description="Print the manifest (tokenizer, FIM, mix shares, counts), verify every "
+        "shard's sha256, and decode one sequence with the FIM markers visible. "
+        "Exits 1 if any check fails.")
+    inspect.add_argument("dir", help="a shard directory (holds manifest.json)")
+    inspect.add_argument("--sample", type=int, default=0, help="which sequence to decode (default 0)")
+    inspect.set_defaults(func=cmd_shards_inspect)
     return parser
 
 

@@ -133,6 +133,77 @@ class NearDedupConfig:
     all_pairs_max_bucket: int = 64
 
 
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Defaults are Llama's (paper: 32k BPE, digits split, byte fallback)."""
+
+    # Load this tokenizer.model (e.g. Llama's or Code Llama's) instead of training one.
+    model: str | None = None
+    vocab_size: int = 32000
+    # Llama's value: the rarest 0.005% of characters are left to byte fallback.
+    character_coverage: float = 0.99995
+    # Documents longer than this (UTF-8 bytes) are skipped by the trainer.
+    max_doc_bytes: int = 1 << 30
+    # 0 = all documents; else sentencepiece samples this many.
+    max_docs: int = 0
+    # How much of the cleaned corpus (a stable sample by id) the trainer reads.
+    train_sample_bytes: int = 20_000_000
+
+
+@dataclass(frozen=True)
+class FimConfig:
+    rate: float = 0.9  # paper §2.3: share of documents transformed
+    spm_rate: float = 0.5  # share of transformed documents in SPM format (the rest PSM)
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    # Paper: 4,096-token sequences; 16,384 for long-context fine-tuning.
+    seq_len: int = 4096
+    remainder: Literal["pad", "drop"] = "pad"
+
+
+MIX_CATEGORIES = ("code", "nl_code", "nl", "python")
+
+
+@dataclass
+class MixSpec:
+    """One training set: token shares per category (code, nl_code, nl, python)."""
+
+    name: str
+    shares: dict[str, float]
+
+
+@dataclass
+class KindConfig:
+    """How each document's kind (code / nl_code / nl) is decided for the mixes."""
+
+    # A fastText model (labels __label__code, __label__nl_code, __label__nl) to use
+    # instead of training one from the labels the pipeline derives.
+    classifier_model: str | None = None
+    # Languages whose kind the classifier decides (the rest follow their extension).
+    classify_langs: list[str] = field(default_factory=lambda: ["text"])
+    # Sources whose documents all have one kind, e.g. {"stackexchange" = "nl_code"}.
+    source_kinds: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class MixConfig:
+    # Code Llama, paper Table 1: the base mix and the Python mix.
+    mixes: list[MixSpec] = field(
+        default_factory=lambda: [
+            MixSpec("base", {"code": 0.85, "nl_code": 0.08, "nl": 0.07}),
+            MixSpec("python", {"python": 0.75, "code": 0.10, "nl_code": 0.10, "nl": 0.05}),
+        ]
+    )
+    # A category may be repeated up to this many epochs to meet its share.
+    max_epochs: float = 4.0
+    # Target tokens per mix; 0: as many as the scarcest category allows.
+    total_tokens: int = 0
+    # Spark partitions that pack sequences (each writes its own shards).
+    partitions: int = 4
+
+
 @dataclass
 class RunConfig:
     out: str = "codemill-out"
@@ -143,6 +214,11 @@ class RunConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    kinds: KindConfig = field(default_factory=KindConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    fim: FimConfig = field(default_factory=FimConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
 
     def out_path(self) -> Path:
         return Path(self.out).expanduser().resolve()
@@ -170,6 +246,19 @@ def _validate(cfg: RunConfig, origin: str) -> None:
             )
     if cfg.ingest.max_file_bytes <= 0:
         raise ConfigError(f"{origin}: ingest.max_file_bytes must be positive")
+    for mix in cfg.mix.mixes:
+        unknown = set(mix.shares) - set(MIX_CATEGORIES)
+        if unknown:
+            raise ConfigError(f"{origin}: mix {mix.name!r}: unknown categories {sorted(unknown)}; "
+                              f"known: {list(MIX_CATEGORIES)}")
+        total = sum(mix.shares.values())
+        if abs(total - 1.0) > 1e-6 or any(v < 0 for v in mix.shares.values()):
+            raise ConfigError(f"{origin}: mix {mix.name!r}: shares must be non-negative and sum "
+                              f"to 1, got {total:g} ({mix.shares})")
+    for name, kind in cfg.kinds.source_kinds.items():
+        if kind not in ("code", "nl_code", "nl"):
+            raise ConfigError(f"{origin}: kinds.source_kinds.{name} = {kind!r}: "
+                              "must be code, nl_code or nl")
 
 
 def parse_override(text: str) -> dict[str, Any]:

@@ -8,7 +8,8 @@ can be inspected or undone.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql.types import (
@@ -27,6 +28,8 @@ DOC_SCHEMA = StructType(
         StructField("path", StringType(), False),
         StructField("lang", StringType(), True),
         StructField("kind", StringType(), True),  # code | nl_code | nl
+        # what decided `kind`: extension | source | filename | classifier
+        StructField("kind_source", StringType(), True),
         StructField("license", StringType(), True),
         StructField("content", StringType(), True),
         StructField("size_bytes", LongType(), False),
@@ -67,7 +70,10 @@ def document_id(source: str, path: str, content_sha256: str) -> str:
 
 @dataclass
 class StageOutput:
-    """What a filtering stage returns: the documents it keeps and the rows it drops."""
+    """What a stage returns: the documents it keeps and the rows it drops, plus any
+    stage-specific figures for its stats and extra tables to write beside them."""
 
     kept: DataFrame
     dropped: DataFrame
+    extra: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, DataFrame] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import socket
 import time
@@ -41,6 +42,11 @@ def copy_real_tree(dest: Path, stdlib_dirs: tuple[str, ...], headers: int = 40) 
     for header in sorted(INCLUDE.glob("*.h"))[:headers]:
         shutil.copy(header, dest / "include" / header.name)
     shutil.copy(STDLIB / "LICENSE.txt", dest / "LICENSE.txt")
+    # package descriptions: natural language about code
+    for dist in ("luigi", "datasketch", "sentencepiece", "pyarrow", "xxhash", "dacite"):
+        (dest / "docs" / dist).mkdir(parents=True, exist_ok=True)
+        (dest / "docs" / dist / "METADATA").write_text(
+            importlib.metadata.distribution(dist).read_text("METADATA"))
     return dest
 
 
@@ -67,16 +73,22 @@ license = "PSF-2.0"
 [spark]
 master = "local[2]"
 conf = {{ "spark.sql.shuffle.partitions" = "4", "spark.driver.memory" = "2g" }}
+[tokenizer]
+vocab_size = 2000
+[pack]
+seq_len = 512
+[mix]
+partitions = 2
 {extra}
 """)
     return path
 
 
-def run_dag(config: Path, overrides=(), **luigi_cfg) -> bool:
+def run_dag(config: Path, overrides=(), target=PretrainReport, **luigi_cfg) -> bool:
     cfg = load_config(config, list(overrides))
     for key, value in luigi_cfg.items():
         setattr(cfg.luigi, key, value)
-    return build([PretrainReport(config_path=str(config), overrides=list(overrides))], cfg.luigi)
+    return build([target(config_path=str(config), overrides=list(overrides))], cfg.luigi)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import pytest
 from codemill.pipelines.pretrain import ExactDedup, Ingest
 from codemill.pipelines.tables import table_digest
 from conftest import free_port, listening, wait_for, write_config
+from test_pipeline import shard_checksums
 
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
 
@@ -67,3 +68,4 @@ def test_standalone_cluster_gives_the_local_result(standalone_master, finished_r
         local = stage(config_path=str(finished_run)).output_dir
         for table in ("docs", "dropped"):
             assert table_digest(on_cluster / table) == table_digest(local / table)
+    assert shard_checksums(config) == shard_checksums(finished_run)

@@ -12,7 +12,7 @@ from codemill.schema import DOC_SCHEMA
 def doc(doc_id, content, license=None, stars=None):
     return {
         "id": doc_id, "source": "s", "repo": "r", "path": f"{doc_id}.py", "lang": "python",
-        "kind": "code", "license": license, "content": content,
+        "kind": "code", "kind_source": "extension", "license": license, "content": content,
         "size_bytes": len(content.encode()), "stars": stars, "invalid_utf8": False,
         "sha256": hashlib.sha256(content.encode()).hexdigest(),
     }

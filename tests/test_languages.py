@@ -8,6 +8,7 @@ def test_extension_and_filename():
     assert lang_of_path("CMakeLists.txt") == "cmake"
     assert lang_of_path("docs/index.rst") == "restructuredtext"
     assert lang_of_path("lib/libfoo.so") is None
+    assert lang_of_path("luigi-3.8.1.dist-info/METADATA") == "package-metadata"
 
 
 def test_shebang_decides_extensionless_files():

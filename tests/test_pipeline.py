@@ -15,9 +15,10 @@ import pytest
 
 from codemill.atomic import is_complete
 from codemill.config import load_config
-from codemill.pipelines.pretrain import ExactDedup, Ingest, PretrainReport
+from codemill.pipelines.pretrain import BuildShards, ExactDedup, Ingest, PretrainReport
 from codemill.pipelines.tables import table_digest
 from codemill.stats import StageStats
+from codemill.tokenize.shards import read_manifest, verify_shards
 from conftest import free_port, listening, run_dag, wait_for, write_config
 
 CODEMILL = [sys.executable, "-m", "codemill.cli"]
@@ -25,15 +26,50 @@ CODEMILL = [sys.executable, "-m", "codemill.cli"]
 
 def test_dag_accounts_for_every_file(finished_run, real_tree):
     report = json.loads((load_config(finished_run).out_path() / "report.json").read_text())
-    ingest, exact = (StageStats(**s) for s in report["stages"])
+    ingest, exact, kinds = (StageStats(**s) for s in report["stages"])
     n_files = sum(1 for p in real_tree.rglob("*") if p.is_file())
     assert ingest.docs_in == n_files
-    for stats in (ingest, exact):
+    for stats in (ingest, exact, kinds):
         assert stats.docs_in == stats.docs_out + sum(stats.dropped.values())
-    assert exact.docs_in == ingest.docs_out
+    assert exact.docs_in == ingest.docs_out and kinds.docs_in == exact.docs_out
     assert exact.dropped == {"exact_duplicate": 3}  # the three vendored json modules
     summary = (load_config(finished_run).out_path() / "summary.txt").read_text()
     assert "duplicates removed: 3" in summary and "python" in summary
+
+
+def test_shards_of_both_mixes(finished_run):
+    import datasets
+
+    for mix in ("base", "python"):
+        shard_dir = BuildShards(config_path=str(finished_run), mix=mix).output_dir
+        assert verify_shards(shard_dir) == []
+        manifest = read_manifest(shard_dir)
+        realised, requested = manifest["mix"]["realised"], manifest["mix"]["requested"]
+        assert set(realised) == set(requested)
+        for category, share in requested.items():
+            # whole documents are drawn, so small corpora deviate by a few points
+            assert abs(realised[category] - share) < 0.06, (mix, category, realised)
+        first = manifest["shards"][0]
+        ds = datasets.Dataset.from_file(str(shard_dir / first["file"]))
+        assert len(ds) == first["rows"] and len(ds[0]["input_ids"]) == 512
+        counts = manifest["counts"]
+        assert counts["docs_psm"] + counts["docs_spm"] > 0
+    python_plan = read_manifest(BuildShards(config_path=str(finished_run), mix="python").output_dir)
+    assert set(python_plan["mix"]["epochs"]) == {"python", "code", "nl_code", "nl"}
+
+
+def test_shards_inspect_command(finished_run):
+    shard_dir = BuildShards(config_path=str(finished_run), mix="base").output_dir
+    result = subprocess.run([*CODEMILL, "shards", "inspect", str(shard_dir)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "<s>" in result.stdout and "sha256" in result.stdout
+
+
+def shard_checksums(config: Path) -> dict[str, list[str]]:
+    return {mix: [s["sha256"] for s in read_manifest(
+                BuildShards(config_path=str(config), mix=mix).output_dir)["shards"]]
+            for mix in ("base", "python")}
 
 
 def test_stage_outputs_are_complete_and_fingerprinted(finished_run):
@@ -97,6 +133,7 @@ def test_killed_run_resumes_to_identical_result(finished_run, real_tree, tmp_pat
         assert resumed.name == reference.name
         for table in ("docs", "dropped"):
             assert table_digest(resumed / table) == table_digest(reference / table)
+    assert shard_checksums(config) == shard_checksums(finished_run)  # byte-identical shards
 
 
 def test_central_luigid_scheduler(spark, real_tree, tmp_path):

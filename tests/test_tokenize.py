@@ -13,16 +13,16 @@ import pyarrow as pa
 import pytest
 import sentencepiece as spm
 
+from codemill.config import FimConfig, PackConfig
 from codemill.tokenize.fim import (
     MODES,
-    FimConfig,
     draw_fim,
     encode_documents,
     fim_transform,
     render,
     undo_fim,
 )
-from codemill.tokenize.pack import PackConfig, PackStats, SequencePacker, pack_documents
+from codemill.tokenize.pack import PackStats, SequencePacker, pack_documents
 from codemill.tokenize.shards import (
     MANIFEST,
     ShardWriter,

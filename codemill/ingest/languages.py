@@ -38,6 +38,8 @@ FILENAMES: dict[str, str] = {
     "cmakelists.txt": "cmake", "readme": "text", "license": "text", "licence": "text",
     "copying": "text", "authors": "text", "changelog": "text", "news": "text", "notice": "text",
     "setup.cfg": "ini",
+    # a package's description (README as long_description) in its dist-info / egg-info
+    "metadata": "package-metadata", "pkg-info": "package-metadata",
 }
 
 SHEBANG_INTERPRETERS: dict[str, str] = {
@@ -47,7 +49,7 @@ SHEBANG_INTERPRETERS: dict[str, str] = {
 }
 
 # Documentation formats read as natural language about code; plain text as natural language.
-NL_CODE_LANGS = frozenset({"markdown", "restructuredtext", "tex"})
+NL_CODE_LANGS = frozenset({"markdown", "restructuredtext", "tex", "package-metadata"})
 NL_LANGS = frozenset({"text"})
 
 # Aliases seen in record sources (The Stack writes "Python", "C++", "C#", ...).

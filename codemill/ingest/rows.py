@@ -67,6 +67,7 @@ def make_row(
         "path": path,
         "lang": lang,
         "kind": kind_of(lang),
+        "kind_source": "extension" if lang is not None else None,
         "license": license,
         "content": content,
         "size_bytes": raw_size,

@@ -67,17 +67,19 @@ class StageTask(RunConfigTask):
 
     def write_stage(
         self,
-        make_output: Callable[[SparkSession], StageOutput],
+        make_output: Callable[[SparkSession, Path], StageOutput],
         docs_in: int | None = None,
         bytes_in: int | None = None,
     ) -> StageStats:
-        """Run `make_output(spark)` and write its tables atomically with their stats.
+        """Run `make_output(spark, tmp_dir)` and write its tables atomically with their stats.
         `docs_in`/`bytes_in` of None: the stage's input is what it kept plus what it dropped."""
         started = time.monotonic()
         with atomic_dir(self.output_dir) as tmp:
-            out: StageOutput = make_output(self.spark)
+            out: StageOutput = make_output(self.spark, tmp)
             write_table(out.kept, tmp / "docs")
             write_table(out.dropped, tmp / "dropped")
+            for name, table in out.tables.items():
+                table.write.parquet(str(tmp / name))
             stats = compute_stats(
                 self.stage,
                 docs_in,
@@ -86,6 +88,7 @@ class StageTask(RunConfigTask):
                 read_table(self.spark, tmp / "dropped"),
                 time.monotonic() - started,
             )
+            stats.extra.update(out.extra)
             stats.write(tmp / "stats.json")
         self.spark.catalog.clearCache()  # stages persist their one pass over the input
         return stats

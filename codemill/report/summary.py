@@ -14,13 +14,33 @@ from pyspark.sql import functions as F
 from codemill.config import RunConfig
 from codemill.pipelines.tables import read_table
 from codemill.stats import StageStats
+from codemill.tokenize.shards import read_manifest
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
-def build_report(spark: SparkSession, cfg: RunConfig, stage_dirs: dict[str, Path]) -> dict[str, Any]:
+def _mix_summary(shard_dir: Path) -> dict[str, Any]:
+    manifest = read_manifest(shard_dir)
+    mix, counts = manifest["mix"], manifest["counts"]
+    return {
+        "shards": str(shard_dir),
+        "sequences": counts["sequences"],
+        "tokens": counts["tokens"],
+        "seq_len": manifest["seq_len"],
+        "fim_docs": {"psm": counts["docs_psm"], "spm": counts["docs_spm"],
+                     "packed": counts["docs_packed"]},
+        "requested": mix["requested"],
+        "realised": mix["realised"],
+        "realised_tokens": mix["realised_tokens"],
+        "epochs": mix["epochs"],
+    }
+
+
+def build_report(
+    spark: SparkSession, cfg: RunConfig, stage_dirs: dict[str, Path], shard_dirs: dict[str, Path]
+) -> dict[str, Any]:
     stages = [StageStats.read(d / "stats.json") for d in stage_dirs.values()]
     final_dir = list(stage_dirs.values())[-1]
     by_lang = (
@@ -40,6 +60,7 @@ def build_report(spark: SparkSession, cfg: RunConfig, stage_dirs: dict[str, Path
             "table": str(final_dir / "docs"),
         },
         "by_lang": [r.asDict() for r in by_lang],
+        "mixes": {name: _mix_summary(d) for name, d in shard_dirs.items()},
     }
 
 
@@ -68,10 +89,20 @@ def format_summary(report: dict[str, Any], top_langs: int = 12) -> str:
     for kind, (docs, size) in sorted(by_kind.items()):
         lines.append(f"  {kind:<10}{docs:>10,} docs {_mb(size):>14}")
     for row in report["by_lang"][:top_langs]:
-        lines.append(f"    {row['lang']:<22}{row['docs']:>8,} docs {_mb(row['bytes']):>14}")
+        label = f"{row['lang']} ({row['kind']})"
+        lines.append(f"    {label:<26}{row['docs']:>8,} docs {_mb(row['bytes']):>14}")
     rest = report["by_lang"][top_langs:]
     if rest:
         lines.append(f"    ... {len(rest)} more languages")
+    for name, mix in report["mixes"].items():
+        lines += ["", f"mix {name}: {mix['tokens']:,} tokens in {mix['sequences']:,} sequences "
+                  f"of {mix['seq_len']:,} ({mix['shards']})",
+                  f"  {'category':<10}{'tokens':>14}{'requested':>11}{'realised':>10}{'epochs':>8}"]
+        for cat, share in mix["requested"].items():
+            lines.append(f"  {cat:<10}{mix['realised_tokens'].get(cat, 0):>14,}{share:>11.1%}"
+                         f"{mix['realised'].get(cat, 0):>10.1%}{mix['epochs'][cat]:>8.3g}")
+        fim = mix["fim_docs"]
+        lines.append(f"  FIM: {fim['psm']:,} PSM + {fim['spm']:,} SPM of {fim['packed']:,} documents")
     final = report["final"]
     lines += [
         "",
@@ -89,9 +120,11 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(spark: SparkSession, cfg: RunConfig, tasks: list, report_dir: Path) -> dict[str, Any]:
+def write_report(
+    spark: SparkSession, cfg: RunConfig, tasks: list, shard_dirs: dict[str, Path], report_dir: Path
+) -> dict[str, Any]:
     """Write report.json and summary.txt for this run, and as the output root's latest."""
-    report = build_report(spark, cfg, {t.stage: t.output_dir for t in tasks})
+    report = build_report(spark, cfg, {t.stage: t.output_dir for t in tasks}, shard_dirs)
     text = format_summary(report)
     report_dir.mkdir(parents=True, exist_ok=True)
     blob = json.dumps(report, indent=2, sort_keys=True) + "\n"

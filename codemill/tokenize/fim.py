@@ -25,6 +25,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from codemill.config import FimConfig
 from codemill.tokenize.tokenizer import Tokenizer
 
 Mode = Literal["none", "psm", "spm"]
@@ -35,12 +36,6 @@ MODES: tuple[Mode, ...] = ("none", "psm", "spm")  # index = the code in `Encoded
 # FIM tokens. It only decides which encoding is tried first (Python code runs at
 # 3.2-3.7 characters per token), so that ~97% of the text is encoded exactly once.
 _CHARS_PER_TOKEN_GUESS = 4.0
-
-
-@dataclass(frozen=True)
-class FimConfig:
-    rate: float = 0.9  # paper §2.3: share of documents transformed
-    spm_rate: float = 0.5  # share of transformed documents in SPM format (the rest PSM)
 
 
 class FimDraw(NamedTuple):

@@ -26,15 +26,9 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from codemill.tokenize.fim import FimConfig, encode_documents
+from codemill.config import PackConfig
+from codemill.tokenize.fim import encode_documents
 from codemill.tokenize.tokenizer import Tokenizer
-
-
-@dataclass(frozen=True)
-class PackConfig:
-    # Paper: 4,096-token sequences; 16,384 for long-context fine-tuning.
-    seq_len: int = 4096
-    remainder: Literal["pad", "drop"] = "pad"
 
 
 @dataclass

@@ -19,8 +19,10 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from codemill.tokenize.fim import FimConfig, render
-from codemill.tokenize.pack import PackConfig, PackStats, sequence_schema
+from codemill.atomic import file_sha256
+from codemill.config import FimConfig, PackConfig
+from codemill.tokenize.fim import render
+from codemill.tokenize.pack import PackStats, sequence_schema
 from codemill.tokenize.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -208,7 +210,7 @@ def write_manifest(
     if rows != stats.sequences:
         raise ShardError(f"{out}: the shards hold {rows} sequences, the stats {stats.sequences}")
     model = out / TOKENIZER_FILE
-    if not model.exists() or _sha256_file(model) != tokenizer.sha256:
+    if not model.exists() or file_sha256(model) != tokenizer.sha256:
         tmp = model.with_name(f".{model.name}.tmp-{os.getpid()}")
         shutil.copyfile(tokenizer.path, tmp)
         os.replace(tmp, model)
@@ -261,7 +263,7 @@ def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
     model = out / tok["file"]
     if not model.exists():
         problems.append(f"{model}: missing")
-    elif _sha256_file(model) != tok["sha256"]:
+    elif file_sha256(model) != tok["sha256"]:
         problems.append(f"{model}: sha256 differs from the manifest")
     schema = sequence_schema(manifest["seq_len"])
     listed = set()
@@ -273,7 +275,7 @@ def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
             continue
         if path.stat().st_size != s["bytes"]:
             problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {s['bytes']}")
-        if _sha256_file(path) != s["sha256"]:
+        if file_sha256(path) != s["sha256"]:
             problems.append(f"{path}: sha256 differs from the manifest")
             continue
         try:
@@ -360,11 +362,3 @@ def _count_rows(path: Path) -> tuple[int, pa.Schema]:
     with pa.memory_map(str(path)) as source:
         reader = pa.ipc.open_stream(source)
         return sum(b.num_rows for b in reader), reader.schema
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

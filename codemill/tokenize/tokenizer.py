@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from codemill.config import TokenizerConfig
 # The four infilling markers. Code Llama's released vocabulary spells them with a
 # leading "▁" (ids 32007-32010); ours without.
 INFILL_NAMES = ("PRE", "SUF", "MID", "EOT")
@@ -27,19 +28,6 @@ INFILL_NAMES = ("PRE", "SUF", "MID", "EOT")
 
 class TokenizerError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class TokenizerConfig:
-    """Training settings; defaults are Llama's (paper: 32k BPE, digits split, byte fallback)."""
-
-    vocab_size: int = 32000
-    # Llama's value: the rarest 0.005% of characters are left to byte fallback.
-    character_coverage: float = 0.99995
-    # Documents longer than this (UTF-8 bytes) are skipped by the trainer.
-    max_doc_bytes: int = 1 << 30
-    # 0 = all documents; else sentencepiece samples this many.
-    max_docs: int = 0
 
 
 def train_tokenizer(

@@ -1,0 +1,166 @@
+"""Each document's kind for the mixes, and what decided it.
+
+Order of authority: a kind configured for the whole source ("source"); the
+language from the file name ("extension"); for languages that do not settle
+it (plain text by default) a telling file name such as LICENSE or README
+("filename"), else a fastText classifier ("classifier") — the user's model or
+one trained here on the documents whose kind is certain.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from codemill.config import KindConfig
+from codemill.errors import InputError
+from codemill.ingest.languages import NL_CODE_LANGS, NL_LANGS
+from codemill.schema import DROPPED_SCHEMA, StageOutput
+
+LABELS = ("code", "nl_code", "nl")
+# File names that tell the kind of a plain-text file: they label the classifier's training data.
+NL_CODE_NAMES = ("readme", "changelog", "changes", "history", "contributing", "install")
+NL_NAMES = ("license", "licence", "copying", "notice", "authors", "patents")
+SNIPPET_CHARS = 4000
+EXAMPLES_PER_LABEL = 1000
+
+
+def derived_label() -> Column:
+    """The kind a document certainly has, from its file name or language; null if unsure."""
+    name = F.lower(F.regexp_extract(F.col("path"), r"([^/]*)$", 1))
+    code_langs = F.col("kind") == "code"
+    return (
+        F.when(name.rlike(f"^({'|'.join(NL_NAMES)})"), F.lit("nl"))
+        .when(name.rlike(f"^({'|'.join(NL_CODE_NAMES)})") | F.col("lang").isin(*NL_CODE_LANGS),
+              F.lit("nl_code"))
+        .when(code_langs & ~F.col("lang").isin(*NL_LANGS), F.lit("code"))
+    )
+
+
+def fasttext_line(text: str) -> str:
+    """fastText reads one example per line: the head of the document, whitespace folded."""
+    return " ".join(text[:SNIPPET_CHARS].split())
+
+
+def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int) -> dict[str, int]:
+    """Train a fastText model on up to EXAMPLES_PER_LABEL documents per derived label,
+    chosen by a seeded hash of their id. Returns the examples per label used."""
+    import fasttext
+
+    labelled = (
+        docs.select("id", "content", derived_label().alias("label"))
+        .where(F.col("label").isNotNull())
+        .withColumn("_order", F.xxhash64("id", F.lit(seed)))
+    )
+    available = {r["label"]: r["n"] for r in labelled.groupBy("label").agg(F.count("*").alias("n")).collect()}
+    if sum(1 for n in available.values() if n) < 2:
+        raise InputError(f"cannot train a kind classifier: labelled examples per kind {available}; "
+                         "give kinds.classifier_model or more varied sources")
+    # Roughly balanced classes: fastText has no class weights, and code outnumbers the rest.
+    per_label = min(EXAMPLES_PER_LABEL, max(100, 3 * min(available.values())))
+    examples = []
+    for label in LABELS:
+        rows = (labelled.where(F.col("label") == label).orderBy("_order", "id")
+                .limit(per_label).select("content").collect())
+        examples += [(label, fasttext_line(r["content"])) for r in rows]
+    counts = {label: sum(1 for lab, _ in examples if lab == label) for label in LABELS}
+    examples.sort(key=lambda e: (e[0], e[1]))
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        for label, text in examples:
+            f.write(f"__label__{label} {text}\n")
+    try:
+        # one thread: fastText's training is deterministic only single-threaded
+        model = fasttext.train_supervised(f.name, epoch=10, lr=0.5, wordNgrams=2, dim=32,
+                                          thread=1, seed=seed, verbose=0)
+    finally:
+        os.unlink(f.name)
+    model.save_model(str(out_path))
+    return counts
+
+
+@functools.lru_cache(maxsize=2)
+def _load_model(path: str):
+    import fasttext
+
+    return fasttext.load_model(path)
+
+
+def check_classifier_model(path: str) -> None:
+    if not Path(path).is_file():
+        raise InputError(f"kinds.classifier_model: {path} does not exist")
+    labels = {lab.removeprefix("__label__") for lab in _load_model(path).get_labels()}
+    if not labels <= set(LABELS):
+        raise InputError(f"kinds.classifier_model {path}: labels {sorted(labels)} are not "
+                         f"among {['__label__' + lab for lab in LABELS]}")
+
+
+def _predict(batches: Iterator[pa.RecordBatch], model_path: str) -> Iterator[pa.RecordBatch]:
+    model = _load_model(model_path)
+    for batch in batches:
+        texts = [fasttext_line(t) for t in batch.column("content").to_pylist()]
+        labels, _ = model.predict(texts) if texts else ([], [])
+        kinds = [lab[0].removeprefix("__label__") for lab in labels]
+        yield pa.RecordBatch.from_arrays([batch.column("id"), pa.array(kinds, pa.string())],
+                                         names=["id", "predicted"])
+
+
+def assign_kinds(
+    spark: SparkSession, docs: DataFrame, cfg: KindConfig, model_path: str | None
+) -> DataFrame:
+    """`docs` with `kind` and `kind_source` decided; `model_path` is the fastText model
+    for the languages in cfg.classify_langs (None: they keep their extension's kind)."""
+    by_source = F.create_map(*[F.lit(x) for kv in cfg.source_kinds.items() for x in kv]) \
+        if cfg.source_kinds else F.lit(None).cast("map<string,string>")
+    source_kind = by_source[F.col("source")]
+    ambiguous = F.col("lang").isin(*cfg.classify_langs) if cfg.classify_langs else F.lit(False)
+    by_name = F.when(ambiguous, derived_label())
+    out = docs
+    if model_path is not None:
+        spark.sparkContext.addFile(model_path)
+        name = Path(model_path).name
+
+        def predict(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            from pyspark import SparkFiles
+
+            local = model_path if Path(model_path).exists() else SparkFiles.get(name)
+            yield from _predict(batches, local)
+
+        predicted = docs.where(ambiguous & source_kind.isNull() & by_name.isNull()) \
+            .select("id", "content").mapInArrow(predict, "id string, predicted string")
+        out = docs.join(predicted, "id", "left")
+    else:
+        out = docs.withColumn("predicted", F.lit(None).cast("string"))
+    columns = docs.columns
+    return out.select(
+        *[c for c in columns if c not in ("kind", "kind_source")],
+        F.coalesce(source_kind, by_name, F.col("predicted"), F.col("kind")).alias("kind"),
+        F.when(source_kind.isNotNull(), F.lit("source"))
+        .when(by_name.isNotNull(), F.lit("filename"))
+        .when(F.col("predicted").isNotNull(), F.lit("classifier"))
+        .otherwise(F.col("kind_source")).alias("kind_source"),
+    ).select(*columns)
+
+
+def kinds_stage(
+    spark: SparkSession, docs: DataFrame, cfg: KindConfig, seed: int, work_dir: Path
+) -> StageOutput:
+    """The stage: decide kinds, training the classifier into `work_dir` when the user
+    gave none and some documents need it. Nothing is dropped."""
+    extra: dict = {}
+    model = cfg.classifier_model
+    if model is None and cfg.classify_langs:
+        needs_classifier = docs.where(F.col("lang").isin(*cfg.classify_langs)).limit(1).count() > 0
+        if needs_classifier:
+            model = str(work_dir / "kind-classifier.bin")
+            extra["classifier_examples"] = train_kind_classifier(docs, Path(model), seed)
+    extra["classifier"] = "user" if cfg.classifier_model else ("trained" if model else "none")
+    kept = assign_kinds(spark, docs, cfg, model)
+    dropped = spark.createDataFrame([], DROPPED_SCHEMA)
+    return StageOutput(kept, dropped, extra)

@@ -1,0 +1,63 @@
+"""Mix plans: epochs per category from token shares."""
+
+from __future__ import annotations
+
+import pytest
+
+from codemill.config import ConfigError, MixSpec, load_config
+from codemill.errors import InputError
+from codemill.mix.plan import plan_mix, select_copies
+from codemill.schema import DOC_SCHEMA
+
+BASE = MixSpec("base", {"code": 0.85, "nl_code": 0.08, "nl": 0.07})
+
+
+def test_scarcest_category_bounds_the_mix():
+    plan = plan_mix(BASE, {"code": 1_000_000, "nl_code": 10_000, "nl": 50_000}, 4.0, 0)
+    assert plan.epochs["nl_code"] == pytest.approx(4.0)  # the binding category
+    total = 10_000 * 4 / 0.08
+    assert plan.target_tokens["code"] == round(0.85 * total)
+    assert plan.epochs["code"] == pytest.approx(0.85 * total / 1_000_000)  # subsampled
+    assert sum(plan.target_tokens.values()) == pytest.approx(total, rel=1e-6)
+
+
+def test_fixed_total_and_its_limits():
+    available = {"code": 100_000_000, "nl_code": 100_000, "nl": 100_000}
+    plan = plan_mix(BASE, available, 4.0, 200_000)
+    assert plan.epochs["nl"] == pytest.approx(0.07 * 200_000 / 100_000)
+    with pytest.raises(InputError, match="more than mix.max_epochs=4 epochs of nl_code"):
+        plan_mix(BASE, available, 4.0, 10_000_000)
+
+
+def test_category_without_documents_is_an_error():
+    with pytest.raises(InputError, match="no documents of nl"):
+        plan_mix(BASE, {"code": 10, "nl_code": 10}, 4.0, 0)
+
+
+def test_shares_must_sum_to_one(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[[mix.mixes]]\nname = "x"\nshares = { code = 0.5, nl = 0.4 }\n')
+    with pytest.raises(ConfigError, match="sum to 1"):
+        load_config(path)
+    path.write_text('[[mix.mixes]]\nname = "x"\nshares = { code = 0.5, java = 0.5 }\n')
+    with pytest.raises(ConfigError, match="unknown categories"):
+        load_config(path)
+
+
+def test_python_share_moves_python_out_of_code(spark):
+    rows = [
+        (f"id{i:03d}", "s", None, f"f{i}.py", lang, kind, "extension", None, "x", 1, "h", None, False)
+        for i, (lang, kind) in enumerate([("python", "code")] * 10 + [("c", "code")] * 10
+                                          + [("markdown", "nl_code")] * 10 + [("text", "nl")] * 10)
+    ]
+    docs = spark.createDataFrame(rows, DOC_SCHEMA)
+    python_mix = MixSpec("python", {"python": 0.75, "code": 0.10, "nl_code": 0.10, "nl": 0.05})
+    plan = plan_mix(python_mix, {"python": 10, "code": 10, "nl_code": 10, "nl": 10}, 3.0, 0)
+    picked = select_copies(docs, plan, python_mix, seed=0)
+    per_cat = {r["category"]: r["count"] for r in picked.groupBy("category").count().collect()}
+    assert per_cat["python"] == 30  # 3 whole epochs: every document three times
+    copies = sorted(r["copy"] for r in picked.where("category = 'python' and id = 'id000'").collect())
+    assert copies == [0, 1, 2]
+    again = select_copies(docs, plan, python_mix, seed=0)
+    assert sorted(map(tuple, picked.select("id", "copy").collect())) == \
+        sorted(map(tuple, again.select("id", "copy").collect()))
