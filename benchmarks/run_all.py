@@ -11,6 +11,7 @@ from pathlib import Path
 
 BENCHMARKS = [
     "benchmarks.ingest_throughput",
+    "benchmarks.tokenize_throughput",
 ]
 
 

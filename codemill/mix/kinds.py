@@ -51,7 +51,7 @@ def fasttext_line(text: str) -> str:
 
 def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int) -> dict[str, int]:
     """Train a fastText model on up to EXAMPLES_PER_LABEL documents per derived label,
-    chosen by a seeded hash of their id. Returns the examples per label used."""
+    chosen by a seeded hash of their id. Returns the labelled documents per kind."""
     import fasttext
 
     labelled = (
@@ -63,14 +63,16 @@ def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int) -> dict[st
     if sum(1 for n in available.values() if n) < 2:
         raise InputError(f"cannot train a kind classifier: labelled examples per kind {available}; "
                          "give kinds.classifier_model or more varied sources")
-    # Roughly balanced classes: fastText has no class weights, and code outnumbers the rest.
-    per_label = min(EXAMPLES_PER_LABEL, max(100, 3 * min(available.values())))
+    # Balanced classes: fastText has no class weights and code outnumbers the rest, so
+    # each kind gets the same number of examples, the rarer ones repeated.
+    per_label = min(EXAMPLES_PER_LABEL, max(available.values()))
     examples = []
     for label in LABELS:
         rows = (labelled.where(F.col("label") == label).orderBy("_order", "id")
                 .limit(per_label).select("content").collect())
-        examples += [(label, fasttext_line(r["content"])) for r in rows]
-    counts = {label: sum(1 for lab, _ in examples if lab == label) for label in LABELS}
+        texts = [fasttext_line(r["content"]) for r in rows]
+        examples += [(label, texts[i % len(texts)]) for i in range(per_label)] if texts else []
+    counts = {label: int(available.get(label, 0)) for label in LABELS}
     examples.sort(key=lambda e: (e[0], e[1]))
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         for label, text in examples:
