@@ -12,6 +12,7 @@ from pathlib import Path
 BENCHMARKS = [
     "benchmarks.ingest_throughput",
     "benchmarks.tokenize_throughput",
+    "benchmarks.sandbox_throughput",
 ]
 
 

@@ -1,0 +1,759 @@
+"""Run model-written Python against its unit tests: isolated, hundreds per second.
+
+How a candidate runs
+--------------------
+`Sandbox` starts one *worker* per core: a fresh interpreter (not a fork of the
+caller, so none of the caller's memory or environment comes along) with a
+scrubbed environment and common stdlib modules pre-imported. Each worker sets
+up once: a cgroup that will cap memory and processes of each candidate's whole
+tree, and a private mount namespace in which the whole filesystem is
+read-only, `/tmp` is a small tmpfs for the scratch directory, `/proc` and
+`/run` (daemon sockets) are hidden, and a private directory holding the
+interpreter (pyenv under /root) is replaced by a view of just the interpreter.
+
+Per candidate the worker unshares fresh PID, network (loopback down: no network
+at all) and IPC namespaces and forks the candidate as PID 1 of them. Before any
+candidate code runs, the child starts its own session; takes stdin from
+/dev/null and stdout/stderr on pipes the worker drains (keeping a capped tail);
+joins the cgroup; sets rlimits (CPU seconds, address space, processes, file
+size, open files, no core dumps); closes every other fd; enters a fresh empty
+scratch directory (removed afterwards); drops to the worker's own unprivileged
+uid/gid with no groups; and sets no_new_privs (setuid binaries grant nothing).
+Forking a warm interpreter instead of starting Python is what makes this fast.
+
+The worker kills the candidate at the wall-clock timeout; as PID 1 its death
+makes the kernel kill everything it started, even processes that left its
+process group, so nothing outlives it. RLIMIT_NPROC binds because the
+candidate is not root, and each worker has its own uid, so concurrent
+candidates share no process budget and cannot signal or ptrace each other.
+
+Threat model
+------------
+Host and neighbours (kernel-enforced; holds against arbitrary code, native
+code included): no network, no writes outside the scratch tmpfs, no view of
+other processes, no signals or ptrace outside its namespace, no caller
+secrets (environment scrubbed, /proc hidden, /root hidden), bounded CPU,
+memory, processes, files and output, and nothing survives the candidate. The
+only process that reports to the caller is the worker, which never executes
+candidate code and whose pipes the candidate does not hold, so a candidate
+can never touch another candidate's verdict or the caller.
+
+A candidate's own verdict: "passed" needs, on a private pipe (fd 4), a ready
+byte written by the harness before candidate code runs, then a 16-byte random
+nonce the harness reads from another pipe (fd 3) only after `exec(solution)`
+and `exec(tests)` returned normally, then exit status 0, all before the
+timeout. The worker keeps only the nonce's SHA-256 (the nonce is never a
+Python object in the candidate's memory), and the harness binds everything it
+uses afterwards to locals before candidate code runs. So `sys.exit` or
+`os._exit` anywhere, `SystemExit` or any other exception, printing "passed"
+or anything else, rebinding builtins (`AssertionError`, `exec`,
+`BaseException`) or `os`/`sys` functions, re-invoking the harness (it fails
+once privileges are dropped), or writing guesses to any fd: none yields a pass.
+
+What no same-process harness can exclude, and this one does not claim to:
+code that deliberately reimplements the harness (reads the nonce from fd 3
+and writes it to fd 4), skips asserts with a trace function, or returns
+objects that compare equal to everything. Whatever the harness does after the
+tests, code controlling that process can do first; only evaluating the tests
+in a process that never runs candidate code (results crossing as plain data)
+would close this, at the cost of supporting arbitrary test code. Our
+candidates are model-written solutions, not attacks on codemill, and such code
+can still only forge its own verdict, never escape.
+
+If the host cannot provide a layer (no root, no namespaces, no cgroups) the
+sandbox says which and refuses to start unless `allow_weaker_isolation=True`;
+the missing layers are then recorded on every `Result`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import gc
+import hashlib
+import hmac
+import linecache
+import marshal
+import os
+import random
+import resource
+import select
+import selectors
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+LAYERS: dict[str, str] = {
+    "mount": "private mount namespace: read-only filesystem, scratch tmpfs, /proc and /run hidden",
+    "pid": "a fresh PID namespace per candidate: sees no other process, takes its children along",
+    "net": "a fresh network namespace per candidate: no network, loopback down",
+    "ipc": "a fresh IPC namespace per candidate: no System V or POSIX IPC object outlives it",
+    "cgroup": "a cgroup per worker capping the memory and processes of a candidate's whole tree",
+    "uid": "unprivileged uid/gid per worker: process limit binds; no signals, ptrace or root files",
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A solution and its tests: assert statements, or a block defining
+    `check(candidate)` that is called on `entry_point` when one is given."""
+
+    solution: str
+    tests: str | Sequence[str]
+    entry_point: str | None = None
+
+    def test_source(self) -> str:
+        source = self.tests if isinstance(self.tests, str) else "\n".join(self.tests)
+        if self.entry_point is not None:
+            if not self.entry_point.isidentifier():
+                raise ValueError(f"entry point is not an identifier: {self.entry_point!r}")
+            source += f"\n\ncheck({self.entry_point})\n"
+        return source
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    timeout_s: float = 5.0              # wall clock per candidate
+    memory_bytes: int = 1 << 30         # per process (RLIMIT_AS) and for its whole tree (cgroup)
+    max_processes: int = 16             # processes and threads (RLIMIT_NPROC and cgroup)
+    max_file_bytes: int = 16 << 20      # RLIMIT_FSIZE
+    max_open_files: int = 256           # RLIMIT_NOFILE
+    scratch_bytes: int = 64 << 20       # size of each worker's scratch tmpfs
+    output_bytes: int = 4096            # tail kept of stdout and of stderr
+    workers: int = 0                    # 0: one per usable core
+    uid_base: int = 1_500_000_000       # worker i runs candidates as uid/gid uid_base + i: an
+                                        # unused range; concurrent Sandboxes want distinct ones
+    allow_weaker_isolation: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    passed: bool
+    status: str                         # passed | failed | timeout | error
+    exit_code: int | None               # None when killed by a signal
+    signal: int | None
+    duration_s: float
+    stdout: str
+    stderr: str
+    missing_layers: tuple[str, ...] = ()
+
+
+class SandboxUnavailable(RuntimeError):
+    """The host cannot provide an isolation layer and weaker isolation was not allowed."""
+
+
+# --- wire protocol between the caller and its workers (both trusted) ---------
+
+_FRAME = struct.Struct("<I")
+
+
+def _send(fd: int, message: object) -> None:
+    data = marshal.dumps(message)
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(fd: int) -> object | None:
+    header = _read_exact(fd, _FRAME.size)
+    if header is None:
+        return None
+    body = _read_exact(fd, _FRAME.unpack(header)[0])
+    return None if body is None else marshal.loads(body)
+
+
+class _Frames:
+    """Reassembles framed messages from a non-blocking stream."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[object]:
+        self.buf += data
+        out = []
+        while len(self.buf) >= _FRAME.size:
+            size = _FRAME.unpack_from(self.buf)[0]
+            if len(self.buf) < _FRAME.size + size:
+                break
+            out.append(marshal.loads(bytes(self.buf[_FRAME.size:_FRAME.size + size])))
+            del self.buf[:_FRAME.size + size]
+        return out
+
+
+# --- the caller's side ---------------------------------------------------------
+
+_PIPELINE = 2           # jobs queued per worker, so it never waits for the caller
+_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+
+
+class _Worker:
+    def __init__(self, slot: int, cfg: SandboxConfig) -> None:
+        # -s -P: no user site, no script directory on sys.path; env is ours alone
+        self.proc = subprocess.Popen(
+            [sys.executable, "-s", "-P", os.path.abspath(__file__)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_ENV,
+            close_fds=True, start_new_session=True)
+        self.inflight: deque[int] = deque()
+        self.frames = _Frames()
+        self.cgroups: list[str] = []
+        _send(self.proc.stdin.fileno(), dict(asdict(cfg), uid=cfg.uid_base + slot))
+
+    def handshake(self) -> tuple[str, ...]:
+        reply = _recv(self.proc.stdout.fileno())
+        if reply is None:
+            raise SandboxUnavailable("a sandbox worker failed to start")
+        missing, self.cgroups = reply
+        return tuple(missing)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        for group in self.cgroups:  # empty once its last candidate is gone
+            try:
+                os.rmdir(group)
+            except OSError:  # a candidate killed a moment ago may still be exiting: left behind
+                pass
+
+
+class Sandbox:
+    """A pool of warm workers; `run` may be called many times (from one thread at a time).
+
+    Raises SandboxUnavailable at start when an isolation layer is missing and
+    `cfg.allow_weaker_isolation` is False.
+    """
+
+    def __init__(self, cfg: SandboxConfig | None = None) -> None:
+        self.cfg = cfg or SandboxConfig()
+        count = self.cfg.workers or len(os.sched_getaffinity(0))
+        self._workers: list[_Worker] = []
+        try:
+            for slot in range(count):
+                self._workers.append(_Worker(slot, self.cfg))
+            missing = set()
+            for worker in self._workers:
+                missing.update(worker.handshake())
+        except BaseException:
+            self.close()
+            raise
+        self.missing_layers = tuple(layer for layer in LAYERS if layer in missing)
+        if self.missing_layers and not self.cfg.allow_weaker_isolation:
+            self.close()
+            raise SandboxUnavailable(
+                "this host cannot provide: "
+                + "; ".join(f"{layer} ({LAYERS[layer]})" for layer in self.missing_layers)
+                + ". Run as root on Linux with namespaces, or pass allow_weaker_isolation=True.")
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.close()
+        self._workers = []
+
+    def run(self, candidates: Sequence[Candidate]) -> list[Result]:
+        """Run every candidate; results come back in input order. If this raises (or is
+        interrupted) the sandbox closes: workers may still hold jobs of this call."""
+        if not self._workers:
+            raise RuntimeError("the sandbox is closed")
+        jobs = deque((i, c.solution, c.test_source()) for i, c in enumerate(candidates))
+        results: list[Result | None] = [None] * len(candidates)
+        sel = selectors.DefaultSelector()
+
+        def feed(worker: _Worker) -> None:
+            while jobs and len(worker.inflight) < _PIPELINE:
+                job = jobs.popleft()
+                worker.inflight.append(job[0])
+                try:
+                    _send(worker.proc.stdin.fileno(), job)
+                except BrokenPipeError:  # it died: its end of file is seen below
+                    return
+
+        for worker in self._workers:
+            sel.register(worker.proc.stdout, selectors.EVENT_READ, worker)
+            feed(worker)
+        try:
+            while any(w.inflight for w in self._workers):
+                for key, _ in sel.select():
+                    worker = key.data
+                    data = os.read(key.fd, 1 << 16)
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        replacement = self._replace(worker, results)
+                        sel.register(replacement.proc.stdout, selectors.EVENT_READ, replacement)
+                        feed(replacement)
+                        continue
+                    for job_id, *fields in worker.frames.feed(data):
+                        worker.inflight.remove(job_id)
+                        results[job_id] = self._result(*fields)
+                    feed(worker)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            sel.close()
+        return results  # type: ignore[return-value]
+
+    def _result(self, status: str, exit_code: int | None, sig: int | None, duration: float,
+                stdout: bytes, stderr: bytes) -> Result:
+        return Result(status == "passed", status, exit_code, sig, duration,
+                      stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"),
+                      self.missing_layers)
+
+    def _replace(self, dead: _Worker, results: list[Result | None]) -> _Worker:
+        """A worker died (only root could kill it): fail its jobs, start another."""
+        for job_id in dead.inflight:
+            results[job_id] = self._result("error", None, None, 0.0, b"", b"sandbox worker died")
+        dead.inflight.clear()
+        slot = self._workers.index(dead)
+        dead.close()
+        self._workers[slot] = _Worker(slot, self.cfg)
+        self._workers[slot].handshake()
+        return self._workers[slot]
+
+
+def run_candidates(programs: Sequence[Candidate], cfg: SandboxConfig | None = None) -> list[Result]:
+    """One-shot convenience: start a Sandbox, run the candidates, stop it."""
+    with Sandbox(cfg) as sandbox:
+        return sandbox.run(programs)
+
+
+# --- the worker's side (runs in the worker process, started as a script) --------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_ulong = ctypes.c_ulong
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, _ulong, ctypes.c_char_p]
+_libc.prctl.argtypes = [ctypes.c_int, _ulong, _ulong, _ulong, _ulong]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint,
+                          ctypes.c_char_p, ctypes.c_size_t]
+# from <linux/sched.h>, <linux/mount.h>, <linux/prctl.h>
+CLONE_NEWNS, CLONE_NEWIPC = 0x00020000, 0x08000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+_NAMESPACES = {"pid": CLONE_NEWPID, "net": CLONE_NEWNET, "ipc": CLONE_NEWIPC}  # fresh per candidate
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+_STDIN, _STDOUT, _STDERR, _NONCE_FD, _CHANNEL_FD = 0, 1, 2, 3, 4
+_READY = b"R"
+_WARM_MODULES = (
+    "array", "bisect", "collections", "copy", "dataclasses", "datetime", "decimal", "enum",
+    "fractions", "functools", "hashlib", "heapq", "itertools", "json", "math", "operator",
+    "random", "re", "statistics", "string", "textwrap", "typing", "unicodedata",
+)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def _prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, arg, 0, 0, 0), "prctl")
+
+
+def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    _check(_libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()),
+           f"mount {target}")
+
+
+def _private_filesystem(scratch_bytes: int) -> None:
+    """Worker-wide: everything read-only, a capped scratch tmpfs on /tmp, /proc and /run hidden."""
+    _unshare(CLONE_NEWNS)
+    _mount("none", "/", "", MS_REC | MS_PRIVATE, "")  # nothing we mount may propagate to the host
+    _expose_interpreter()
+    attr = struct.pack("<QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, attr, len(attr)),
+           "mount_setattr")
+    for hidden in ("/proc", "/run"):
+        if os.path.isdir(hidden):
+            _mount("tmpfs", hidden, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                   "size=4k,mode=0755")
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={scratch_bytes},nr_inodes=16384,mode=0755")
+
+
+def _interpreter_dirs() -> list[str]:
+    """The directories Python imports from, outermost only."""
+    dirs = {os.path.realpath(p) for p in sys.path if os.path.isdir(p)}
+    dirs.add(os.path.dirname(os.path.realpath(sys.executable)))
+    return sorted(d for d in dirs if not any(d.startswith(o + os.sep) for o in dirs))
+
+
+def _blocking_ancestor(path: str) -> str | None:
+    """The outermost directory above path that others may not traverse (e.g. /root, 0700)."""
+    parts = path.strip(os.sep).split(os.sep)
+    for i in range(1, len(parts)):
+        ancestor = os.sep + os.path.join(*parts[:i])
+        if not os.stat(ancestor).st_mode & 0o001:
+            return ancestor
+    return None
+
+
+def _expose_interpreter() -> None:
+    """Let the unprivileged candidate import the stdlib and site-packages even where they
+    live under a private directory (pyenv under /root): that directory is covered with an
+    empty tmpfs (hiding the rest of it) holding binds of just the interpreter's dirs."""
+    blocked: dict[str, list[str]] = {}
+    for d in _interpreter_dirs():
+        if (ancestor := _blocking_ancestor(d)) is not None:
+            blocked.setdefault(ancestor, []).append(d)
+    for ancestor, dirs in blocked.items():
+        handles = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in dirs]  # reachable once covered
+        _mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
+        for d, handle in zip(dirs, handles):
+            os.makedirs(d, mode=0o755)
+            _mount(f"/proc/self/fd/{handle}", d, "", MS_BIND | MS_REC, "")
+            os.close(handle)
+
+
+def _in_child(body, *args) -> int:
+    """Fork; the child runs body and always exits, never returning into the worker's loop."""
+    exit_ = os._exit  # bound before body runs: candidate code may rebind os._exit
+    pid = os.fork()
+    if pid == 0:
+        try:
+            body(*args)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            exit_(70)
+    return pid
+
+
+def _try_layers(uid: int, pid_ns: int, w: int) -> None:
+    for layer in (*_NAMESPACES, "uid"):
+        try:
+            if layer == "uid":
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            else:
+                _unshare(_NAMESPACES[layer])
+                if layer == "pid":  # and back, as after each candidate
+                    _check(_libc.setns(pid_ns, CLONE_NEWPID), "setns")
+            os.write(w, layer.encode() + b" ")
+        except OSError:
+            pass
+
+
+def _missing_child_layers(uid: int, pid_ns: int) -> list[str]:
+    """Which per-candidate layers can this host give? Tried in a throwaway child."""
+    r, w = os.pipe()
+    pid = _in_child(_try_layers, uid, pid_ns, w)
+    os.close(w)
+    got = b""
+    while chunk := os.read(r, 256):
+        got += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return [layer for layer in (*_NAMESPACES, "uid") if layer not in got.decode().split()]
+
+
+def _candidate_cgroups(name: str, memory: int, nproc: int) -> tuple[list[str], list[int]]:
+    """Cgroups capping a candidate's whole tree: their dirs, and their cgroup.procs opened for
+    the candidate to write itself into (the worker stays out, so an OOM kill never hits it)."""
+    root = "/sys/fs/cgroup"
+    if os.path.exists(f"{root}/cgroup.controllers"):  # v2: one hierarchy
+        with open(f"{root}/cgroup.subtree_control", "w") as fh:
+            fh.write("+memory +pids")
+        groups = {f"{root}/{name}": {"memory.max": memory, "pids.max": nproc}}
+    else:  # v1: a hierarchy per controller
+        groups = {f"{root}/memory/{name}": {"memory.limit_in_bytes": memory},
+                  f"{root}/pids/{name}": {"pids.max": nproc}}
+    dirs, procs = [], []
+    try:
+        for group, limits in groups.items():
+            os.mkdir(group)
+            dirs.append(group)
+            for knob, value in limits.items():
+                with open(f"{group}/{knob}", "w") as fh:
+                    fh.write(str(value))
+            procs.append(_high(os.open(f"{group}/cgroup.procs", os.O_WRONLY)))
+    except OSError:
+        for fd in procs:
+            os.close(fd)
+        for group in dirs:
+            os.rmdir(group)
+        raise
+    return dirs, procs
+
+
+class _WorkerState:
+    def __init__(self, conf: dict, missing: tuple[str, ...], pid_ns: int,
+                 cgroup_procs: list[int]) -> None:
+        self.timeout, self.uid = conf["timeout_s"], conf["uid"]
+        self.output_bytes = conf["output_bytes"]
+        self.rlimits = ((resource.RLIMIT_CPU, int(self.timeout) + 1),
+                        (resource.RLIMIT_AS, conf["memory_bytes"]),
+                        (resource.RLIMIT_NPROC, conf["max_processes"]),
+                        (resource.RLIMIT_FSIZE, conf["max_file_bytes"]),
+                        (resource.RLIMIT_NOFILE, conf["max_open_files"]),
+                        (resource.RLIMIT_CORE, 0))
+        self.missing = missing
+        self.pid_ns = pid_ns  # the worker's own PID namespace, to return to after each fork
+        self.cgroup_procs = cgroup_procs
+        self.flags = sum(flag for layer, flag in _NAMESPACES.items() if layer not in missing)
+        if "mount" in missing:
+            self.scratch_root = tempfile.mkdtemp(prefix="codemill-sandbox-")
+            os.chmod(self.scratch_root, 0o711)
+        else:
+            self.scratch_root = "/tmp"
+        tempfile.tempdir = None  # candidates' tempfile follows their TMPDIR
+        self.devnull = _high(os.open(os.devnull, os.O_RDONLY))
+        self.count = 0
+
+
+def _high(fd: int) -> int:
+    """Move fd above the numbers the candidate's fds are dup2'ed onto."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
+
+
+def _pipe() -> tuple[int, int]:
+    r, w = os.pipe()
+    return _high(r), _high(w)
+
+
+def _run_job(st: _WorkerState, solution: str, tests: str) -> tuple:
+    st.count += 1
+    scratch = os.path.join(st.scratch_root, f"c{st.count}")
+    os.mkdir(scratch, 0o700)
+    if "uid" not in st.missing:
+        os.chown(scratch, st.uid, st.uid)
+    fds: list[int] = []
+    try:
+        for _ in range(4):
+            fds.extend(_pipe())
+        out_r, out_w, err_r, err_w, nonce_r, nonce_w, chan_r, chan_w = fds
+        nonce = os.urandom(16)
+        os.write(nonce_w, nonce)
+        digest = hashlib.sha256(nonce).digest()
+        del nonce  # only its digest stays in the memory the candidate inherits
+        child = _fork_candidate(st, scratch, solution, tests, (out_w, err_w, nonce_r, chan_w))
+        started = time.monotonic()
+        for fd in (out_w, err_w, nonce_r, nonce_w, chan_w):
+            fds.remove(fd)
+            os.close(fd)
+        return _collect(st, child, started, out_r, err_r, chan_r, digest)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fork_candidate(st: _WorkerState, scratch: str, solution: str, tests: str,
+                    fds: tuple[int, int, int, int]) -> int:
+    """Fork the candidate as PID 1 of fresh PID, network and IPC namespaces."""
+    if st.flags:
+        _unshare(st.flags)  # the worker's next child lands in the new namespaces
+    try:
+        return _in_child(_candidate, st, scratch, solution, tests, fds)
+    finally:
+        if st.flags & CLONE_NEWPID:  # so that the next unshare may make another one
+            _check(_libc.setns(st.pid_ns, CLONE_NEWPID), "setns")
+
+
+def _candidate(st: _WorkerState, scratch: str, solution: str, tests: str,
+               fds: tuple[int, int, int, int]) -> None:
+    """The harness in the candidate process: lock down, run solution and tests, prove completion."""
+    os.setsid()
+    out_w, err_w, nonce_r, chan_w = fds
+    os.dup2(st.devnull, _STDIN)
+    os.dup2(out_w, _STDOUT)
+    os.dup2(err_w, _STDERR)
+    os.dup2(nonce_r, _NONCE_FD, inheritable=False)
+    os.dup2(chan_w, _CHANNEL_FD, inheritable=False)
+    for fd in st.cgroup_procs:
+        os.write(fd, b"0")  # "0": the writer itself; its descendants follow
+    for limit, value in st.rlimits:
+        hard = resource.getrlimit(limit)[1]
+        if hard != resource.RLIM_INFINITY:  # without root a limit cannot be raised
+            value = min(value, hard)
+        resource.setrlimit(limit, (value, value))
+    os.closerange(_CHANNEL_FD + 1, 1 << 20)
+    os.chdir(scratch)
+    os.environ["HOME"] = os.environ["TMPDIR"] = scratch  # the rest is the worker's scrubbed env
+    if "uid" not in st.missing:
+        os.setgroups([])
+        os.setresgid(st.uid, st.uid, st.uid)
+        os.setresuid(st.uid, st.uid, st.uid)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the credential change cleared it
+    # What the harness uses once candidate code has run is bound to locals now: that code can
+    # rebind builtins and module attributes (exec, os._exit, BaseException...), not these.
+    exit_, read, write, fail = os._exit, os.read, os.write, BaseException
+    run, compile_ = exec, compile
+    write(_CHANNEL_FD, _READY)
+    try:
+        code = (compile_(solution, "<solution>", "exec", dont_inherit=True),
+                compile_(tests, "<tests>", "exec", dont_inherit=True))
+        namespace = {"__name__": "solution"}
+        run(code[0], namespace)  # candidate code runs from here on
+        run(code[1], namespace)
+    except fail as exc:
+        try:
+            _flush()
+            for name, source in (("<solution>", solution), ("<tests>", tests)):  # lines in trace
+                linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+            trace = traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next)
+            write(_STDERR, "".join(trace).encode("utf-8", "replace"))  # without the harness frame
+        finally:
+            exit_(1)
+    _flush()
+    write(_CHANNEL_FD, read(_NONCE_FD, 16))
+    exit_(0)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def _collect(st: _WorkerState, child: int, started: float, out_r: int, err_r: int, chan_r: int,
+             digest: bytes) -> tuple:
+    """Gather output tails and the channel until the candidate exits or times out; decide."""
+    bufs = {out_r: bytearray(), err_r: bytearray(), chan_r: bytearray()}
+    caps = {out_r: st.output_bytes, err_r: st.output_bytes, chan_r: 64}
+    pidfd = os.pidfd_open(child)
+    poller = select.poll()
+    for fd in (*bufs, pidfd):
+        poller.register(fd, select.POLLIN)
+    deadline = started + st.timeout
+    timed_out = exited = False
+    while not exited:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        for fd, _ in poller.poll(left * 1000):
+            if fd == pidfd:
+                exited = True
+                continue
+            data = os.read(fd, 1 << 16)
+            if not data:
+                poller.unregister(fd)
+                continue
+            _append(bufs[fd], data, caps[fd], keep_tail=fd != chan_r)
+    os.close(pidfd)
+    if timed_out:
+        os.kill(child, signal.SIGKILL)  # still our unreaped child: the pid cannot be reused
+    os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)
+    try:
+        os.killpg(child, signal.SIGKILL)  # its group's stragglers (matters without a PID namespace)
+    except OSError:
+        pass
+    _, status = os.waitpid(child, 0)
+    duration = time.monotonic() - started
+    for fd, buf in bufs.items():  # what is left in the pipes
+        os.set_blocking(fd, False)
+        try:
+            for _ in range(64):  # bounded: outside a PID namespace a straggler may keep writing
+                if not (data := os.read(fd, 1 << 16)):
+                    break
+                _append(buf, data, caps[fd], keep_tail=fd != chan_r)
+        except BlockingIOError:
+            pass
+    exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    chan = bytes(bufs[chan_r])
+    if not chan.startswith(_READY):
+        verdict = "error"  # the lock-down failed before any candidate code ran
+    elif timed_out:
+        verdict = "timeout"
+    elif exit_code == 0 and hmac.compare_digest(hashlib.sha256(chan[1:]).digest(), digest):
+        verdict = "passed"
+    else:
+        verdict = "failed"
+    return (verdict, exit_code, sig, duration, bytes(bufs[out_r]), bytes(bufs[err_r]))
+
+
+def _append(buf: bytearray, data: bytes, cap: int, keep_tail: bool) -> None:
+    """Output keeps its tail, the channel its head."""
+    buf += data
+    if len(buf) > cap:
+        if keep_tail:
+            del buf[:len(buf) - cap]
+        else:
+            del buf[cap:]
+
+
+def _worker_main() -> None:
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0), os.dup2(devnull, 1)
+    os.close(devnull)
+    conf = _recv(proto_in)  # the worker ends when the caller closes the pipe (or dies)
+    if conf is None:
+        return
+    os.umask(0o022)
+    missing: list[str] = []
+    pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)  # before /proc is hidden
+    cgroups, cgroup_procs = [], []
+    try:  # before the filesystem goes read-only: a file open for writing would block that
+        cgroups, cgroup_procs = _candidate_cgroups(
+            f"codemill-sandbox-{os.getpid()}", conf["memory_bytes"], conf["max_processes"])
+    except OSError:
+        missing.append("cgroup")
+    try:
+        _private_filesystem(conf["scratch_bytes"])
+    except OSError:
+        missing.append("mount")
+    missing += _missing_child_layers(conf["uid"], pid_ns)
+    for name in _WARM_MODULES:
+        __import__(name)
+    random.seed(0)  # every candidate starts from one random state: verdicts are reproducible
+    gc.freeze()  # keep the collector from touching (and so copying) inherited pages
+    st = _WorkerState(conf, tuple(missing), pid_ns, cgroup_procs)
+    _send(proto_out, (missing, cgroups))
+    while (job := _recv(proto_in)) is not None:
+        job_id, solution, tests = job
+        try:
+            result = _run_job(st, solution, tests)
+        except OSError as exc:  # e.g. fork refused: the sandbox failed, not the candidate
+            result = ("error", None, None, 0.0, b"", f"sandbox: {exc}".encode())
+        _send(proto_out, (job_id, *result))
+    if "mount" in st.missing:  # a directory on the host's /tmp, not a private tmpfs
+        shutil.rmtree(st.scratch_root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    _worker_main()

