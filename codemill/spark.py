@@ -47,6 +47,24 @@ def _package_zip() -> str:
     return str(out)
 
 
+def ship_file(spark: SparkSession, path: str | os.PathLike) -> Path:
+    """Send a file to every executor under a content-addressed name and return a local
+    copy with that name. Executors find it with `SparkFiles.get(copy.name)`; Spark
+    refuses a second file of the same name with other contents, which a fixed name
+    (tokenizer.model) would hit when one session serves several runs."""
+    from codemill.atomic import file_sha256
+
+    source = Path(path)
+    copy = Path(tempfile.gettempdir()) / "codemill-shipped" / f"{file_sha256(source)[:16]}-{source.name}"
+    if not copy.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = copy.with_name(f".{copy.name}.{os.getpid()}")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, copy)
+    spark.sparkContext.addFile(str(copy))
+    return copy
+
+
 def get_spark(cfg: SparkConfig) -> SparkSession:
     """Return the process's SparkSession, creating it from `cfg` if needed."""
     require_java()

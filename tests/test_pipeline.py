@@ -26,12 +26,16 @@ CODEMILL = [sys.executable, "-m", "codemill.cli"]
 
 def test_dag_accounts_for_every_file(finished_run, real_tree):
     report = json.loads((load_config(finished_run).out_path() / "report.json").read_text())
-    ingest, exact, kinds = (StageStats(**s) for s in report["stages"])
+    stages = [StageStats(**s) for s in report["stages"]]
+    assert [s.stage for s in stages] == ["ingest", "exact_dedup", "near_dedup", "kinds"]
+    ingest, exact, near, _ = stages
     n_files = sum(1 for p in real_tree.rglob("*") if p.is_file())
     assert ingest.docs_in == n_files
-    for stats in (ingest, exact, kinds):
+    for stats in stages:
         assert stats.docs_in == stats.docs_out + sum(stats.dropped.values())
-    assert exact.docs_in == ingest.docs_out and kinds.docs_in == exact.docs_out
+    for before, after in zip(stages, stages[1:]):
+        assert after.docs_in == before.docs_out
+    assert near.extra["bands"] * near.extra["rows"] <= 256 and "cluster_size_histogram" in near.extra
     assert exact.dropped == {"exact_duplicate": 3}  # the three vendored json modules
     summary = (load_config(finished_run).out_path() / "summary.txt").read_text()
     assert "duplicates removed: 3" in summary and "python" in summary

@@ -23,6 +23,7 @@ from codemill.config import KindConfig
 from codemill.errors import InputError
 from codemill.ingest.languages import NL_CODE_LANGS, NL_LANGS
 from codemill.schema import DROPPED_SCHEMA, StageOutput
+from codemill.spark import ship_file
 
 LABELS = ("code", "nl_code", "nl")
 # File names that tell the kind of a plain-text file: they label the classifier's training data.
@@ -125,13 +126,12 @@ def assign_kinds(
     by_name = F.when(ambiguous, derived_label())
     out = docs
     if model_path is not None:
-        spark.sparkContext.addFile(model_path)
-        name = Path(model_path).name
+        shipped = str(ship_file(spark, model_path))
 
         def predict(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             from pyspark import SparkFiles
 
-            local = model_path if Path(model_path).exists() else SparkFiles.get(name)
+            local = shipped if Path(shipped).exists() else SparkFiles.get(Path(shipped).name)
             yield from _predict(batches, local)
 
         predicted = docs.where(ambiguous & source_kind.isNull() & by_name.isNull()) \

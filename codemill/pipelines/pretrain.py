@@ -1,5 +1,5 @@
-"""The pretraining DAG: ingest -> exact dedup -> kinds -> tokenizer -> token counts
--> shards of each mix -> report.
+"""The pretraining DAG: ingest -> exact dedup -> near dedup -> kinds -> tokenizer
+-> token counts -> shards of each mix -> report.
 
 Run it with `codemill run CONFIG`, or with Luigi's own launcher:
 
@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from codemill.atomic import atomic_dir, file_sha256
 from codemill.config import ConfigError, MixSpec, fingerprint
 from codemill.dedup.exact import exact_dedup
+from codemill.dedup.near import near_dedup_stage
 from codemill.ingest.stage import ingest, list_directory_source
 from codemill.ingest.walk import FileEntry, listing_signature
 from codemill.mix.kinds import check_classifier_model, kinds_stage
@@ -75,8 +76,26 @@ class ExactDedup(StageTask):
         self.write_stage(lambda spark, _: exact_dedup(spark, docs, self.cfg.exact_dedup), n_in, bytes_in)
 
 
+class NearDedup(StageTask):
+    """MinHash LSH near-duplicates; also writes the cluster table."""
+
+    stage = "near_dedup"
+
+    def requires(self) -> ExactDedup:
+        return ExactDedup(config_path=self.config_path, overrides=self.overrides)
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.requires().fingerprint(), self.cfg.near_dedup)
+
+    def run(self) -> None:
+        docs = self.input_docs()
+        n_in, bytes_in = count_and_bytes(docs)
+        self.write_stage(lambda spark, _: near_dedup_stage(spark, docs, self.cfg.near_dedup),
+                         n_in, bytes_in)
+
+
 # The last stage that removes documents; later stages only label and tokenize.
-LAST_FILTER_STAGE = ExactDedup
+LAST_FILTER_STAGE = NearDedup
 
 
 class AssignKinds(StageTask):

@@ -16,7 +16,8 @@ from pyspark.sql import functions as F
 from codemill.config import FimConfig, PackConfig
 from codemill.tokenize.pack import PackStats, pack_documents
 from codemill.tokenize.shards import ShardInfo, rename_shards
-from codemill.tokenize.tokenizer import Tokenizer
+from codemill.spark import ship_file
+from codemill.tokenize.tokenizer import Tokenizer, load_tokenizer
 
 # Buckets of the shuffle key: many more than partitions, so hash partitioning spreads
 # them evenly and each partition's set of documents depends only on the data.
@@ -33,14 +34,14 @@ def sample_texts(docs: DataFrame, max_bytes: int, seed: int) -> list[str]:
 
 
 def ship(spark: SparkSession, tok: Tokenizer) -> Tokenizer:
-    """Make the model file reachable from executors (they find it through SparkFiles)."""
-    spark.sparkContext.addFile(str(tok.path))
-    return tok
+    """The tokenizer loaded from its shipped copy: executors unpickle it by that
+    content-addressed file name (through SparkFiles where the path is not local)."""
+    return load_tokenizer(ship_file(spark, tok.path))
 
 
 def count_tokens(spark: SparkSession, docs: DataFrame, tok: Tokenizer) -> DataFrame:
     """(id, n_tokens) for every document: its plain encoding's length."""
-    ship(spark, tok)
+    tok = ship(spark, tok)
 
     def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -67,7 +68,7 @@ def write_shards(
     A copy of a document draws its own FIM split (`id#copy`); the shard order and
     contents depend only on the data and the seed, not on timing or retries.
     """
-    ship(spark, tok)
+    tok = ship(spark, tok)
     out = str(out_dir)
     fim_id = F.when(F.col("copy") == 0, F.col("id")).otherwise(
         F.concat_ws("#", F.col("id"), F.col("copy").cast("string")))

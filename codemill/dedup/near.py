@@ -1,0 +1,242 @@
+"""The near-dedup stage: MinHash LSH candidates, a real-Jaccard guard, components, one survivor.
+
+1. Executors shingle each document, compute its MinHash signature and emit one
+   bucket key per LSH band (documents without a shingle emit nothing: only
+   exact dedup covers them).
+2. Documents sharing a (band, key) bucket become candidate pairs.
+3. The guard: candidate pairs inside clusters of at least
+   `verify_min_cluster_size` documents are checked by exact Jaccard over the
+   shingle sets, and pairs below the threshold are removed — so boilerplate
+   shared by unrelated files cannot chain them into one giant cluster.
+4. Connected components of the remaining pairs are the clusters; the keep
+   rule (keep_rule.keep_order) picks one survivor per cluster, the rest are
+   dropped with their cluster id and survivor id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from codemill.config import NearDedupConfig
+from codemill.dedup.components import connected_components
+from codemill.dedup.keep_rule import keep_order
+from codemill.dedup.lsh import band_key_batches, band_params
+from codemill.dedup.shingles import shingle_set_batches
+from codemill.schema import DOC_COLUMNS, DROPPED_SCHEMA, StageOutput
+from codemill.stats import StageStats
+
+STAGE = "near_dedup"
+REASON = "near_duplicate"
+
+
+@dataclass
+class NearDedupResult:
+    kept: DataFrame  # DOC_SCHEMA columns
+    dropped: DataFrame  # DROPPED_SCHEMA columns
+    clusters: DataFrame  # cluster_id, size, members (sorted ids), kept_id
+    stats: StageStats
+
+
+def _bucket_pairs(members: str, all_pairs_max: int) -> F.Column:
+    """Candidate pairs (a < b) of a bucket's sorted member array, as an array of structs."""
+    all_pairs_max = max(all_pairs_max, 2)  # the star-and-chain form needs >= 3 members
+    every = (
+        f"flatten(transform(sequence(1, size({members}) - 1), i -> "
+        f"transform(slice({members}, i + 1, size({members}) - i), "
+        f"x -> named_struct('a', {members}[i - 1], 'b', x))))"
+    )
+    star_and_chain = (
+        f"concat(transform(slice({members}, 2, size({members}) - 1), "
+        f"x -> named_struct('a', {members}[0], 'b', x)), "
+        f"transform(sequence(2, size({members}) - 1), "
+        f"i -> named_struct('a', {members}[i - 1], 'b', {members}[i])))"
+    )
+    return F.when(F.size(members) <= all_pairs_max, F.expr(every)).otherwise(
+        F.expr(star_and_chain)
+    )
+
+
+def candidate_pairs(docs: DataFrame, cfg: NearDedupConfig, bands: int, rows: int) -> DataFrame:
+    """Distinct (a, b), a < b, of documents that share at least one LSH bucket."""
+    keys = docs.select("id", "content").mapInArrow(
+        partial(band_key_batches, cfg=cfg, bands=bands, rows=rows),
+        "band int, key long, id string",
+    )
+    buckets = (
+        keys.groupBy("band", "key")
+        .agg(F.array_sort(F.collect_set("id")).alias("m"))
+        .where(F.size("m") > 1)
+    )
+    return (
+        buckets.select(F.explode(_bucket_pairs("m", cfg.all_pairs_max_bucket)).alias("p"))
+        .select("p.a", "p.b")
+        .distinct()
+    )
+
+
+def jaccard_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: (a, b, sa, sb) with distinct shingle-hash lists -> (a, b, jaccard)."""
+    for batch in batches:
+        sa, sb = batch.column("sa"), batch.column("sb")
+        va, vb = sa.values.to_numpy(), sb.values.to_numpy()
+        oa, ob = sa.offsets.to_numpy(), sb.offsets.to_numpy()
+        scores = np.empty(batch.num_rows, dtype=np.float64)
+        for i in range(batch.num_rows):
+            x, y = va[oa[i] : oa[i + 1]], vb[ob[i] : ob[i + 1]]
+            inter = len(np.intersect1d(x, y, assume_unique=True))
+            union = len(x) + len(y) - inter
+            scores[i] = inter / union if union else 0.0
+        yield pa.RecordBatch.from_arrays(
+            [batch.column("a"), batch.column("b"), pa.array(scores)], names=["a", "b", "jaccard"]
+        )
+
+
+def verify_pairs(docs: DataFrame, pairs: DataFrame, cfg: NearDedupConfig) -> DataFrame:
+    """(a, b, jaccard) of `pairs`, by exact Jaccard of the two documents' shingle sets."""
+    ids = pairs.select(F.col("a").alias("id")).unionByName(pairs.select(F.col("b").alias("id")))
+    sets = (
+        docs.select("id", "content")
+        .join(ids.distinct(), "id", "left_semi")
+        .mapInArrow(
+            partial(shingle_set_batches, n=cfg.ngram, lowercase=cfg.lowercase),
+            "id string, shingles array<long>",
+        )
+    )
+    joined = pairs.join(
+        sets.select(F.col("id").alias("a"), F.col("shingles").alias("sa")), "a"
+    ).join(sets.select(F.col("id").alias("b"), F.col("shingles").alias("sb")), "b")
+    return joined.select("a", "b", "sa", "sb").mapInArrow(
+        jaccard_batches, "a string, b string, jaccard double"
+    )
+
+
+def _split_by_cluster_size(pairs: DataFrame, min_size: int) -> tuple[DataFrame, DataFrame]:
+    """(pairs inside clusters of >= min_size documents, the other pairs), clusters taken
+    over all candidate pairs."""
+    if min_size <= 2:  # every pair lies in a cluster of two or more
+        return pairs, pairs.limit(0)
+    comp = connected_components(pairs, "a", "b")
+    size = comp.groupBy("component").agg(F.count(F.lit(1)).alias("size"))
+    sized = pairs.join(comp.select(F.col("id").alias("a"), "component"), "a").join(
+        size, "component"
+    )
+    big = F.col("size") >= min_size
+    return sized.where(big).select("a", "b"), sized.where(~big).select("a", "b")
+
+
+def _decide(docs: DataFrame, edges: DataFrame) -> DataFrame:
+    """(id, cluster_id, kept_id) of every document in a cluster, kept_id chosen by the keep rule."""
+    comp = connected_components(edges, "a", "b").withColumnRenamed("component", "cluster_id")
+    ranked = docs.select("id", "license", "stars").join(comp, "id")
+    first = Window.partitionBy("cluster_id").orderBy(*keep_order())
+    return ranked.select(
+        "id", "cluster_id", F.first("id").over(first).alias("kept_id")
+    )
+
+
+def _cluster_table(decisions: DataFrame) -> DataFrame:
+    return decisions.groupBy("cluster_id").agg(
+        F.count(F.lit(1)).alias("size"),
+        F.array_sort(F.collect_list("id")).alias("members"),
+        F.min("kept_id").alias("kept_id"),
+        F.count_distinct("kept_id").alias("kept_ids"),
+        F.sum((F.col("id") == F.col("kept_id")).cast("long")).alias("kept_count"),
+    )
+
+
+def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> NearDedupResult:
+    """Remove near-duplicates (Jaccard >= cfg.threshold over code shingles) from `docs`.
+
+    `docs` is read more than once (signatures, shingle sets for the guard,
+    the outputs), so it should be cheap to re-read, e.g. Parquet.
+    """
+    started = time.perf_counter()
+    bands, rows = band_params(cfg)
+
+    # Intermediate tables are checkpointed lazily: the count or aggregate that follows each
+    # is the job that materialises it, and later steps reuse it instead of recomputing.
+    pairs = candidate_pairs(docs, cfg, bands, rows).localCheckpoint(eager=False)
+    n_candidates = pairs.count()
+    to_check, unchecked = _split_by_cluster_size(pairs, cfg.verify_min_cluster_size)
+    scored = verify_pairs(docs, to_check, cfg).localCheckpoint(eager=False)
+    passed = scored.where(F.col("jaccard") >= cfg.threshold).select("a", "b")
+    n_checked, n_passed = scored.agg(
+        F.count(F.lit(1)), F.sum((F.col("jaccard") >= cfg.threshold).cast("long"))
+    ).first()
+    decisions = _decide(docs, passed.unionByName(unchecked)).localCheckpoint(eager=False)
+
+    cluster_rows = _cluster_table(decisions)
+    sizes = (
+        cluster_rows.groupBy("size")
+        .agg(
+            F.count(F.lit(1)).alias("clusters"),
+            F.sum(((F.col("kept_count") != 1) | (F.col("kept_ids") != 1)).cast("long")).alias("bad"),
+        )
+        .collect()
+    )
+    bad = sum(r["bad"] for r in sizes)
+    assert bad == 0, f"near_dedup: {bad} clusters do not keep exactly one document"
+
+    drops = decisions.where(F.col("id") != F.col("kept_id"))
+    totals = (
+        docs.select("id", "size_bytes")
+        .join(drops.select("id", F.lit(True).alias("dropped")), "id", "left")
+        .agg(
+            F.count(F.lit(1)).alias("docs"),
+            F.sum("size_bytes").alias("bytes"),
+            F.count("dropped").alias("dropped_docs"),
+            F.sum(F.when(F.col("dropped"), F.col("size_bytes"))).alias("dropped_bytes"),
+        )
+        .first()
+    )
+    n_in, n_dropped = int(totals["docs"]), int(totals["dropped_docs"])
+    bytes_in = int(totals["bytes"] or 0)
+
+    kept = docs.join(drops.select("id"), "id", "left_anti").select(*DOC_COLUMNS)
+    dropped = docs.join(drops, "id").select(
+        *DOC_COLUMNS,
+        F.lit(STAGE).alias("stage"),
+        F.lit(REASON).alias("reason"),
+        F.col("kept_id").alias("duplicate_of"),
+        F.col("cluster_id").alias("detail"),
+    )
+    stats = StageStats(
+        stage=STAGE,
+        docs_in=n_in,
+        docs_out=n_in - n_dropped,
+        dropped={REASON: n_dropped},
+        bytes_in=bytes_in,
+        bytes_out=bytes_in - int(totals["dropped_bytes"] or 0),
+        seconds=time.perf_counter() - started,
+        extra={
+            "bands": bands,
+            "rows": rows,
+            "candidate_pairs": n_candidates,
+            "pairs_verified": int(n_checked),
+            "pairs_rejected_by_jaccard": int(n_checked) - int(n_passed or 0),
+            "clusters": sum(r["clusters"] for r in sizes),
+            "cluster_size_histogram": {
+                str(r["size"]): r["clusters"] for r in sorted(sizes, key=lambda r: r["size"])
+            },
+        },
+    ).check()
+    clusters = cluster_rows.select("cluster_id", "size", "members", "kept_id")
+    return NearDedupResult(kept=kept, dropped=dropped, clusters=clusters, stats=stats)
+
+
+def near_dedup_stage(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> StageOutput:
+    """The stage as the DAG runs it: kept and dropped tables, the cluster table beside
+    them, and the LSH figures (bands, candidate pairs, cluster sizes) for the stats.
+    Disabled, it keeps every document."""
+    if not cfg.enabled:
+        return StageOutput(docs, spark.createDataFrame([], DROPPED_SCHEMA), {"enabled": False})
+    result = near_dedup(spark, docs, cfg)
+    return StageOutput(result.kept, result.dropped, result.stats.extra, {"clusters": result.clusters})
