@@ -13,6 +13,7 @@ BENCHMARKS = [
     "benchmarks.ingest_throughput",
     "benchmarks.tokenize_throughput",
     "benchmarks.sandbox_throughput",
+    "benchmarks.loader_throughput",
 ]
 
 

@@ -1,3 +1,16 @@
-"""Training hooks (not built yet): a deterministic, resumable, mixable torch
-dataset over codemill's Arrow shards, and a Llama-style training loop with
-long-context fine-tuning."""
+"""Training hooks: from codemill's Arrow shards to a trained Llama-style model.
+
+* `shards` — open shard directories: manifest checks, memory-mapped zero-copy rows
+  (maps opened lazily in each process), the instruction-shard schema, and
+  `to_hf_dataset` (the same rows as a Hugging Face dataset).
+* `dataset` — `ShardDataset` + `ShardLoader`: a deterministic global stream (sample k
+  is a function of (seed, k)), weighted mixing exact per global batch, disjoint
+  reads for any number of ranks and workers, one-integer resumable state; batches
+  with labels, document-restarting position ids and cu_seqlens.
+* `model` — the decoder: RMSNorm, SwiGLU, RoPE with base θ, grouped-query
+  attention, SDPA attention kept inside documents.
+* `train` — `train(TrainConfig, shard_dirs, out_dir, resume)`: AdamW, cosine
+  schedule, clipping, accumulation, bf16 on CUDA, DDP via torchrun, exact resume,
+  MFU, loss curve; long-context fine-tuning (`lcft_config`) and instruction tuning
+  (`answers_only`).
+"""

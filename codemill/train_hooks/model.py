@@ -1,0 +1,194 @@
+"""A Llama-style decoder (Llama 2 / Code Llama architecture), small enough to read at once.
+
+Pre-norm blocks of RMSNorm -> attention -> residual, RMSNorm -> SwiGLU -> residual;
+rotary position embeddings with a configurable base θ (Code Llama's long-context
+fine-tuning raises it from 10,000 to 1,000,000); optional grouped-query attention;
+untied input and output embeddings. Attention is torch's scaled_dot_product_attention,
+restricted to each document when the position ids restart inside a row (packed
+documents must not see each other), else plainly causal, which lets SDPA use its
+fastest kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    """Defaults: Llama 2 / Code Llama 7B (vocab 32,016 with the four infilling tokens)."""
+
+    vocab_size: int = 32016  # 0: take it from the shards' tokenizer
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int = 0  # 0: as many as n_heads (no grouped-query attention)
+    ffn_dim: int = 11008  # SwiGLU hidden size; Llama: 2/3 · 4 · dim, rounded up to 256
+    norm_eps: float = 1e-5
+    rope_theta: float = 10_000.0
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In float32: the mean of squares overflows or loses precision in bf16.
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+def rope_angles(
+    position_ids: torch.Tensor, head_dim: int, theta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of each position's rotation angles: (B, 1, L, head_dim / 2)."""
+    inv_freq = theta ** -(
+        torch.arange(0, head_dim, 2, device=position_ids.device).float() / head_dim
+    )
+    angles = position_ids.float()[..., None] * inv_freq
+    return angles.cos()[:, None], angles.sin()[:, None]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each (x[i], x[i + head_dim/2]) pair of x (B, H, L, head_dim) by its angle."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        B, L, _ = x.shape
+        q = self.wq(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(B, L, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(B, L, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None,
+            enable_gqa=self.kv_heads != self.n_heads,
+        )
+        return self.wo(out.transpose(1, 2).reshape(B, L, -1))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(self, x, cos, sin, mask):
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.kv_heads or cfg.head_dim % 2:
+            raise ValueError(
+                f"dim {cfg.dim} must split into n_heads {cfg.n_heads} heads of even size, "
+                f"and n_heads into n_kv_heads {cfg.kv_heads} groups"
+            )
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.apply(self._init)
+        # GPT-2's scaled init of the projections into the residual stream.
+        for name, p in self.named_parameters():
+            if name.endswith(("wo.weight", "w2.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, L, vocab). `position_ids` (B, L) restart at 0 at each document start."""
+        B, L = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(L, device=input_ids.device).expand(B, L)
+        cos, sin = rope_angles(position_ids, self.cfg.head_dim, self.cfg.rope_theta)
+        mask = document_mask(position_ids)
+        x = self.tok_embeddings(input_ids)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.output(self.norm(x))
+
+    def num_params(self, embeddings: bool = False) -> int:
+        """Parameters; without the input embedding (a lookup, not a matmul) by default."""
+        n = sum(p.numel() for p in self.parameters())
+        return n if embeddings else n - self.tok_embeddings.weight.numel()
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (PaLM's count): 6·N for the weights, plus attention's
+        12 · layers · dim · seq_len (scores and weighted sum, forward and backward)."""
+        return 6 * self.num_params() + 12 * self.cfg.n_layers * self.cfg.dim * seq_len
+
+
+def document_mask(position_ids: torch.Tensor) -> torch.Tensor | None:
+    """Block-diagonal causal mask (B, 1, L, L), True = may attend, where positions restart
+    inside a row; None (plain causal attention) where no row holds a second document."""
+    restarts = position_ids[:, 1:] == 0
+    if not bool(restarts.any()):
+        return None
+    doc = torch.cumsum(position_ids == 0, dim=1)
+    same_doc = doc[:, :, None] == doc[:, None, :]
+    L = position_ids.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=position_ids.device).tril()
+    return (same_doc & causal)[:, None]
+
+
+def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over labels != -100 (labels are already shifted)."""
+    return F.cross_entropy(
+        logits.float().view(-1, logits.shape[-1]), labels.long().view(-1), reduction="sum"
+    )

@@ -1,0 +1,211 @@
+"""Reading shard directories for training: manifest checks and zero-copy row access.
+
+A shard directory (codemill.tokenize.shards) holds Arrow IPC *stream* files. The
+stream format has no footer, so the row index is built by walking the stream's
+record batches once over a memory map: only message headers are parsed, and every
+column buffer stays a view into the map. A row is then a slice of a batch's flat
+int32 token buffer; the one copy is the one into the batch tensor.
+
+Instruction shards add one column, `loss_spans: list<int32>`: flattened
+`[start, end)` pairs of token offsets in the row whose tokens are answer tokens
+(the only tokens the instruction-tuning loss is taken on). A writer of such shards
+builds its rows with `instruction_schema`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from codemill.tokenize.pack import sequence_schema
+from codemill.tokenize.shards import ShardError, read_manifest, verify_shards
+
+LOSS_SPANS = "loss_spans"
+
+
+def instruction_schema(seq_len: int) -> pa.Schema:
+    """The shard schema plus `loss_spans` (answer-token spans, see the module docstring)."""
+    base = sequence_schema(seq_len)
+    item = pa.field("item", pa.int32(), nullable=False)
+    return base.append(pa.field(LOSS_SPANS, pa.list_(item), nullable=False))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One record batch as numpy views into the memory map."""
+
+    tokens: np.ndarray  # (rows, seq_len) int32
+    start_offsets: np.ndarray  # (rows + 1,) into start_values
+    start_values: np.ndarray  # BOS offsets inside each row
+    num_tokens: np.ndarray  # (rows,) int32
+    span_offsets: np.ndarray | None  # loss_spans, same layout as doc_starts
+    span_values: np.ndarray | None
+
+
+class ShardReader:
+    """One shard directory: its manifest, and random access to rows once opened.
+
+    Construction reads only the manifest and the first file's schema (cheap, and
+    safe before a fork). The memory maps are opened on first row access, again
+    in any process that did not open them itself (DataLoader workers), because
+    maps and Arrow readers are not meant to cross a fork.
+    """
+
+    def __init__(self, shard_dir: str | os.PathLike, verify: bool = False) -> None:
+        self.dir = Path(shard_dir).resolve()
+        self.manifest = read_manifest(self.dir)
+        if verify and (problems := verify_shards(self.dir)):
+            raise ShardError(f"{self.dir}: " + "; ".join(problems))
+        self.seq_len: int = self.manifest["seq_len"]
+        self.files = [s["file"] for s in self.manifest["shards"]]
+        self.file_rows = [s["rows"] for s in self.manifest["shards"]]
+        self.rows = sum(self.file_rows)
+        if not self.files or self.rows == 0:
+            raise ShardError(f"{self.dir}: the manifest lists no rows")
+        for s in self.manifest["shards"]:
+            path = self.dir / s["file"]
+            if not path.exists():
+                raise ShardError(f"{path}: listed in the manifest but missing")
+            if path.stat().st_size != s["bytes"]:
+                raise ShardError(
+                    f"{path}: {path.stat().st_size} bytes, the manifest says {s['bytes']}"
+                )
+        self.schema = _read_schema(self.dir / self.files[0])
+        self.has_loss_spans = LOSS_SPANS in self.schema.names
+        expected = (
+            instruction_schema(self.seq_len)
+            if self.has_loss_spans
+            else sequence_schema(self.seq_len)
+        )
+        if not self.schema.equals(expected):
+            raise ShardError(f"{self.dir / self.files[0]}: schema {self.schema} is not {expected}")
+        self._pid: int | None = None
+        self._chunks: list[Chunk] = []
+        self._chunk_starts = np.zeros(1, dtype=np.int64)
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def tokenizer_sha256(self) -> str:
+        return self.manifest["tokenizer"]["sha256"]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.manifest["tokenizer"]["vocab_size"]
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this data this data: for fingerprints of loader state."""
+        return {
+            "seq_len": self.seq_len,
+            "tokenizer": self.tokenizer_sha256,
+            "shards": [[s["file"], s["rows"], s["sha256"]] for s in self.manifest["shards"]],
+        }
+
+    def chunks(self) -> tuple[list[Chunk], np.ndarray]:
+        """All record batches and the first row of each (opened lazily, per process)."""
+        if self._pid != os.getpid():
+            self._open()
+        return self._chunks, self._chunk_starts
+
+    def locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row numbers -> (chunk index, row inside the chunk), vectorised."""
+        _, starts = self.chunks()
+        chunk = np.searchsorted(starts, rows, side="right") - 1
+        return chunk, rows - starts[chunk]
+
+    def _open(self) -> None:
+        chunks, starts = [], [0]
+        for name, rows in zip(self.files, self.file_rows):
+            path = self.dir / name
+            file_chunks = _map_chunks(path, self.seq_len, self.has_loss_spans)
+            if sum(len(c.num_tokens) for c in file_chunks) != rows:
+                raise ShardError(f"{path}: row count differs from the manifest ({rows})")
+            for c in file_chunks:
+                chunks.append(c)
+                starts.append(starts[-1] + len(c.num_tokens))
+        self._chunks, self._chunk_starts = chunks, np.asarray(starts, dtype=np.int64)
+        self._pid = os.getpid()
+
+
+def _read_schema(path: Path) -> pa.Schema:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_stream(source).schema
+
+
+def _map_chunks(path: Path, seq_len: int, spans: bool) -> list[Chunk]:
+    # The memory map stays alive as long as any buffer view into it does.
+    reader = pa.ipc.open_stream(pa.memory_map(str(path)))
+    out = []
+    for batch in reader:
+        ids = batch.column("input_ids").flatten()  # zero-copy; honours a slice offset
+        starts = batch.column("doc_starts")
+        span_offsets = span_values = None
+        if spans:
+            col = batch.column(LOSS_SPANS)
+            span_offsets, span_values = _list_views(col)
+        start_offsets, start_values = _list_views(starts)
+        out.append(
+            Chunk(
+                tokens=ids.to_numpy(zero_copy_only=True).reshape(-1, seq_len),
+                start_offsets=start_offsets,
+                start_values=start_values,
+                num_tokens=batch.column("num_tokens").to_numpy(zero_copy_only=True),
+                span_offsets=span_offsets,
+                span_values=span_values,
+            )
+        )
+    return out
+
+
+def _list_views(col: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
+    offsets = col.offsets.to_numpy(zero_copy_only=True)
+    return offsets, col.values.to_numpy(zero_copy_only=True)
+
+
+def open_shard_dirs(dirs: Sequence[str | os.PathLike], verify: bool = False) -> list[ShardReader]:
+    """Open several shard directories that one model can train on together.
+
+    Loud errors when they cannot be mixed: another tokenizer (ids would mean other
+    text), another sequence length, or instruction and plain shards side by side.
+    """
+    if not dirs:
+        raise ShardError("no shard directories given")
+    readers = [ShardReader(d, verify) for d in dirs]
+    first = readers[0]
+    for r in readers[1:]:
+        if r.tokenizer_sha256 != first.tokenizer_sha256:
+            raise ShardError(
+                f"{r.dir} was tokenized with another tokenizer than {first.dir} "
+                f"(sha256 {r.tokenizer_sha256[:12]} vs {first.tokenizer_sha256[:12]})"
+            )
+        if r.seq_len != first.seq_len:
+            raise ShardError(
+                f"{r.dir} has seq_len {r.seq_len}, {first.dir} has {first.seq_len}: "
+                "sequences of one batch must have one length"
+            )
+    names = [r.name for r in readers]
+    if len(set(names)) != len(names):
+        raise ShardError(f"shard directories need distinct names, got {names}")
+    return readers
+
+
+def to_hf_dataset(dirs: str | os.PathLike | Sequence[str | os.PathLike]):
+    """The same shards as one Hugging Face `datasets.Dataset`, memory-mapped, row for row.
+
+    Row order: directories in the order given, then shard files, then rows.
+    """
+    import datasets
+
+    if isinstance(dirs, (str, os.PathLike)):
+        dirs = [dirs]
+    readers = open_shard_dirs(dirs)
+    parts = [datasets.Dataset.from_file(str(r.dir / f)) for r in readers for f in r.files]
+    return datasets.concatenate_datasets(parts)

@@ -1,0 +1,526 @@
+"""The training loop: pretraining, long-context fine-tuning and instruction tuning.
+
+    train(cfg, shard_dirs, out_dir, resume) -> summary
+
+Code Llama's recipe by default (DESIGN.md §3): AdamW (β 0.9, 0.95, weight decay
+0.1), cosine schedule with 1,000 warm-up steps down to peak/30, gradient clipping at
+1.0, 4M-token batches of 4,096-token sequences; bf16 autocast on CUDA. `tiny_config`
+trains on a CPU in minutes; `lcft_config` is long-context fine-tuning: start from a
+checkpoint's weights, raise RoPE θ to 1e6 and train on 16,384-token shards with
+positions running across the whole sequence.
+
+The loss of a step is the mean over every label token of the global batch, whatever
+way the batch is split into micro-batches and ranks: each micro-batch's summed loss
+is divided by the global count of label tokens. So a run resumed on another number of
+GPUs continues the same computation.
+
+Multi-GPU: `torchrun --nproc_per_node N -m codemill.train_hooks.train --config C DIR… --out OUT`
+(NCCL on GPUs, gloo on CPUs). Checkpoints hold model, optimizer, scheduler, loader
+state and RNG states; a resumed run's losses equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dacite
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from codemill.config import ConfigError, apply_overrides
+from codemill.train_hooks.dataset import IGNORE, ShardDataset, ShardLoader
+from codemill.train_hooks.model import ModelConfig, Transformer, loss_sum
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+LOSS_CURVE = "loss.png"
+# Dense bf16 peak FLOP/s by device name, for MFU (spec sheets, without sparsity).
+PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}
+# Config fields a resumed run may change without changing the computation.
+RESUMABLE_CHANGES = {
+    "steps_per_run",
+    "log_every",
+    "checkpoint_every",
+    "num_workers",
+    "micro_batch_size",
+}
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults: Code Llama 7B's code training (paper §2.2, §3)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    seq_len: int = 4096  # must equal the shards'; 0: whatever the shards have
+    # Mixing weight per shard directory (by directory name); empty: each one's size.
+    weights: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    long_context: bool = False  # positions run across documents (LCFT)
+    answers_only: bool = False  # instruction tuning: loss on answer tokens only
+    lr: float = 3e-4
+    final_lr_ratio: float = 1 / 30
+    warmup_steps: int = 1000
+    steps: int = 119_209  # 500B tokens in 4M-token batches
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    global_batch_size: int = 1024  # sequences per optimizer step: 4M tokens at 4,096
+    micro_batch_size: int = 4  # sequences per forward pass on one device
+    num_workers: int = 1
+    init_from: str = ""  # a checkpoint whose weights start this run (LCFT)
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    steps_per_run: int = 0  # stop (with a checkpoint) after this many steps; 0: run to `steps`
+    device: str = "auto"  # auto: this rank's GPU if there is one, else cpu
+
+
+def tiny_config() -> TrainConfig:
+    """A model of ~0.1M weights besides its embeddings: learns something on a CPU in minutes."""
+    return TrainConfig(
+        model=ModelConfig(vocab_size=0, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=176),
+        seq_len=0,
+        lr=3e-3,
+        warmup_steps=20,
+        steps=300,
+        global_batch_size=16,
+        micro_batch_size=8,
+        num_workers=0,
+        log_every=20,
+        checkpoint_every=100,
+    )
+
+
+def lcft_config(init_from: str, base: TrainConfig | None = None) -> TrainConfig:
+    """Code Llama's long-context fine-tuning (paper §2.4) from `init_from`'s weights:
+    θ 1e6, 16,384-token sequences, lr 2e-5, 2M-token batches, 10,000 steps."""
+    base = base or TrainConfig()
+    model = dataclasses.replace(base.model, rope_theta=1e6)
+    return dataclasses.replace(
+        base,
+        model=model,
+        init_from=init_from,
+        seq_len=16384,
+        long_context=True,
+        lr=2e-5,
+        global_batch_size=128,
+        steps=10_000,
+    )
+
+
+PRESETS = {"paper": TrainConfig, "tiny": tiny_config, "lcft": lambda: lcft_config("")}
+
+
+def load_train_config(
+    path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
+) -> TrainConfig:
+    """A TOML file over a preset (`preset = "paper" | "tiny" | "lcft"`, default paper),
+    then `key=value` overrides; unknown keys and wrong types are errors."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+    data = apply_overrides(data, list(overrides))
+    preset = data.pop("preset", "paper")
+    if preset not in PRESETS:
+        raise ConfigError(f"{origin}: preset {preset!r} is not one of {sorted(PRESETS)}")
+    merged = dataclasses.asdict(PRESETS[preset]())
+    _deep_update(merged, data)
+    try:
+        return dacite.from_dict(TrainConfig, merged, config=dacite.Config(strict=True))
+    except dacite.DaciteError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "weights":
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to final_lr_ratio at `steps`."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    floor = cfg.final_lr_ratio
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owned: bool = False  # this call initialised the process group
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_kind: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return _Dist(
+        dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), owned
+    )
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, cuda: bool) -> torch.optim.AdamW:
+    # Weight decay on matrices (and embeddings), not on norm gains.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": other, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=cuda)
+
+
+def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    now = dataclasses.asdict(cfg)
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if changed:
+        raise ConfigError(
+            f"cannot resume: the checkpoint was trained with other {', '.join(changed)} "
+            "(start a new output directory, or use init_from to start from its weights)"
+        )
+
+
+def train(
+    cfg: TrainConfig,
+    shard_dirs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train; returns a summary (losses of this run, throughput, paths written)."""
+    out = Path(out_dir)
+    name = cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    env = _init_distributed(name.split(":")[0])
+    device = torch.device(f"cuda:{env.local_rank}" if name == "cuda" else name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    try:
+        return _train(cfg, shard_dirs, out, resume, env, device)
+    finally:
+        if env.owned:
+            dist.destroy_process_group()
+
+
+def _dataset(cfg: TrainConfig, shard_dirs: Sequence[str | os.PathLike], env: _Dist) -> ShardDataset:
+    names = [Path(d).resolve().name for d in shard_dirs]
+    if unknown := set(cfg.weights) - set(names):
+        raise ConfigError(f"weights for unknown shard directories {sorted(unknown)}; have {names}")
+    if cfg.weights and (missing := set(names) - set(cfg.weights)):
+        raise ConfigError(f"no mixing weight for shard directories {sorted(missing)}")
+    weights = [cfg.weights[n] for n in names] if cfg.weights else None
+    data = ShardDataset(
+        shard_dirs,
+        weights,
+        micro_batch_size=cfg.micro_batch_size,
+        seed=cfg.seed,
+        long_context=cfg.long_context,
+        answers_only=cfg.answers_only,
+        rank=env.rank,
+        world_size=env.world,
+    )
+    if cfg.seq_len and cfg.seq_len != data.seq_len:
+        raise ConfigError(f"seq_len is {cfg.seq_len} but the shards hold {data.seq_len}-token rows")
+    return data
+
+
+def _step(trained, ddp, micro: list[dict[str, Any]], device, autocast, world: int):
+    """Forward and backward over one global batch's micro-batches of this rank; returns
+    (summed loss, label tokens), both over the whole global batch."""
+    n_label = torch.tensor(
+        float(sum(int((m["labels"] != IGNORE).sum()) for m in micro)), device=device
+    )
+    if world > 1:
+        dist.all_reduce(n_label)
+    # DDP averages gradients over ranks; scale back to a sum over the global batch.
+    scale = world / n_label.clamp(min=1)
+    total = torch.zeros((), device=device)
+    for i, mb in enumerate(micro):
+        sync = ddp is None or i == len(micro) - 1
+        with contextlib.nullcontext() if sync else ddp.no_sync(), autocast:
+            logits = trained(
+                mb["input_ids"].to(device, non_blocking=True),
+                mb["position_ids"].to(device, non_blocking=True),
+            )
+            loss = loss_sum(logits, mb["labels"].to(device, non_blocking=True))
+        (loss * scale).backward()
+        total += loss.detach()
+    if world > 1:
+        dist.all_reduce(total)
+    return total, n_label
+
+
+def _train(
+    cfg, shard_dirs, out: Path, resume: bool, env: _Dist, device: torch.device
+) -> dict[str, Any]:
+    cuda = device.type == "cuda"
+    per_round = cfg.micro_batch_size * env.world
+    if cfg.global_batch_size % per_round:
+        raise ConfigError(
+            f"global_batch_size {cfg.global_batch_size} is not a multiple of micro_batch_size "
+            f"{cfg.micro_batch_size} × world size {env.world}"
+        )
+    accum = cfg.global_batch_size // per_round
+    data = _dataset(cfg, shard_dirs, env)
+    ckpt_path = out / CHECKPOINT
+    ckpt = (
+        torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if resume and ckpt_path.exists()
+        else None
+    )
+    model_cfg = dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or data.vocab_size)
+    init = None
+    if ckpt is not None:
+        _check_resumable(ckpt["config"], cfg)
+        model_cfg = ModelConfig(**ckpt["model_config"])
+    elif cfg.init_from:
+        # Long-context fine-tuning: the architecture and weights of the checkpoint, the
+        # new RoPE base. No weight depends on θ or on the sequence length.
+        init = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
+        model_cfg = ModelConfig(**{**init["model_config"], "rope_theta": cfg.model.rope_theta})
+    if model_cfg.vocab_size < data.vocab_size:
+        raise ConfigError(
+            f"model vocab_size {model_cfg.vocab_size} < the tokenizer's {data.vocab_size}"
+        )
+
+    torch.manual_seed(cfg.seed)
+    model = Transformer(model_cfg).to(device)
+    optimizer = _optimizer(model, cfg, cuda)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    step, tokens_seen = 0, 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        data.load_state_dict(ckpt["loader"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if cuda and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        step, tokens_seen = ckpt["step"], ckpt["tokens"]
+    elif init is not None:
+        model.load_state_dict(init["model"])
+    del ckpt, init
+
+    ddp = (
+        DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+        if env.world > 1
+        else None
+    )
+    trained = ddp or model
+    loader = iter(ShardLoader(data, num_workers=cfg.num_workers))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    tokens_per_step = cfg.global_batch_size * data.seq_len
+    flops_per_token = model.flops_per_token(data.seq_len)
+    peak = _peak_flops(device) if cuda else None
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / METRICS
+    if env.main:
+        _truncate_metrics(metrics_path, step)
+        print(
+            f"model: {model.num_params(embeddings=True) / 1e6:.2f}M parameters, {model_cfg}; "
+            f"{env.world} rank(s) × {accum} micro-batch(es) of "
+            f"{cfg.micro_batch_size} × {data.seq_len}; "
+            f"starting at step {step} of {cfg.steps} on {device}",
+            flush=True,
+        )
+
+    last = cfg.steps if not cfg.steps_per_run else min(cfg.steps, step + cfg.steps_per_run)
+    losses: list[float] = []
+    timer, timed_tokens = time.perf_counter(), 0
+    metrics = open(metrics_path, "a") if env.main else None
+    try:
+        while step < last:
+            micro = [next(loader) for _ in range(accum)]
+            total, n_label = _step(trained, ddp, micro, device, autocast, env.world)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            tokens_seen += tokens_per_step
+            timed_tokens += tokens_per_step
+            loss_value = float(total / n_label.clamp(min=1))
+            losses.append(loss_value)
+            record = {
+                "step": step,
+                "loss": loss_value,
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "tokens": tokens_seen,
+            }
+            if step % cfg.log_every == 0 or step == last:
+                seconds = time.perf_counter() - timer
+                record["tokens_per_s"] = timed_tokens / seconds
+                if peak:
+                    record["mfu"] = flops_per_token * record["tokens_per_s"] / (peak * env.world)
+                record["shares"] = data.shares()
+                timer, timed_tokens = time.perf_counter(), 0
+                if env.main:
+                    print(_log_line(record), flush=True)
+            if metrics:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            if step % cfg.checkpoint_every == 0 or step == last:
+                _save_checkpoint(
+                    out, env, model, optimizer, scheduler, data, cfg, model_cfg, step, tokens_seen
+                )
+    finally:
+        if metrics:
+            metrics.close()
+
+    curve = _plot_loss(metrics_path, out / LOSS_CURVE) if env.main else None
+    history = _read_metrics(metrics_path) if env.main else []
+    rates = [
+        r["tokens_per_s"] for r in history if "tokens_per_s" in r and r["step"] > step - len(losses)
+    ]
+    mfus = [r["mfu"] for r in history if "mfu" in r and r["step"] > step - len(losses)]
+    return {
+        "steps": step,
+        "losses": losses,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "tokens": tokens_seen,
+        "tokens_per_s": sum(rates) / len(rates) if rates else None,
+        "mfu": sum(mfus) / len(mfus) if mfus else None,
+        "parameters": model.num_params(embeddings=True),
+        "model": dataclasses.asdict(model_cfg),
+        "shares": data.shares(),
+        "checkpoint": str(out / CHECKPOINT),
+        "metrics": str(metrics_path),
+        "loss_curve": str(curve) if curve else None,
+    }
+
+
+def _log_line(r: dict[str, Any]) -> str:
+    line = (
+        f"step {r['step']:>6}  loss {r['loss']:.4f}  lr {r['lr']:.2e}  |g| {r['grad_norm']:.2f}  "
+        f"{r['tokens_per_s']:,.0f} tokens/s"
+    )
+    if "mfu" in r:
+        line += f"  MFU {r['mfu']:.1%}"
+    if len(r["shares"]) > 1:
+        line += "  mix " + " ".join(f"{k} {v:.1%}" for k, v in r["shares"].items())
+    return line
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_BF16.items() if key in name), None)
+
+
+def _save_checkpoint(
+    out, env, model, optimizer, scheduler, data, cfg, model_cfg, step, tokens
+) -> None:
+    loader_state = data.state_dict()
+    if loader_state["samples"] != step * cfg.global_batch_size:
+        raise RuntimeError(
+            f"loader at sample {loader_state['samples']}, step {step} expects "
+            f"{step * cfg.global_batch_size}"
+        )
+    if env.main:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "loader": loader_state,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            },
+            "step": step,
+            "tokens": tokens,
+            "config": dataclasses.asdict(cfg),
+            "model_config": dataclasses.asdict(model_cfg),
+        }
+        tmp = out / f".{CHECKPOINT}.tmp-{os.getpid()}"
+        torch.save(state, tmp)
+        os.replace(tmp, out / CHECKPOINT)  # a crash mid-write leaves the previous checkpoint
+    if env.world > 1:
+        dist.barrier()
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records past the checkpoint we resume from (a run that died after it)."""
+    kept = [r for r in _read_metrics(path) if r["step"] <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _plot_loss(metrics: Path, png: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = _read_metrics(metrics)
+    if not history:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (nats/token)")
+    ax.set_title(f"training loss, {history[-1]['tokens']:,} tokens")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m codemill.train_hooks.train` (e.g. under torchrun)."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", help="TrainConfig TOML (default: the paper's recipe)")
+    ap.add_argument("shards", nargs="+", help="shard directories")
+    ap.add_argument(
+        "--out", required=True, help="output directory (checkpoint, metrics, loss curve)"
+    )
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
+    args = ap.parse_args(argv)
+    summary = train(load_train_config(args.config, args.set), args.shards, args.out, args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
