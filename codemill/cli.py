@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from codemill import __version__
 from codemill.config import ConfigError, load_config, to_dict
+from codemill.selfinstruct.tasks import add_cli as add_selfinstruct_cli
 
 EPILOG = """\
 examples:
@@ -16,6 +18,7 @@ examples:
   codemill run my-run.toml --master spark://host:7077 --set ingest.max_file_bytes=2000000
   codemill config my-run.toml          print the config as codemill understands it
   codemill shards inspect codemill-out/shards/base/<fingerprint>
+  codemill train --config codemill/configs/train-tiny.toml --mix base --out runs/tiny
 """
 
 
@@ -88,6 +91,29 @@ def cmd_shards_inspect(args: argparse.Namespace) -> int:
     return 1 if verify_shards(args.dir) else 0
 
 
+def _shards_of_run(run_out: str, mix: str) -> str:
+    report = Path(run_out) / "report.json"
+    try:
+        mixes = json.loads(report.read_text())["mixes"]
+    except OSError:
+        raise ConfigError(f"{report} does not exist: run `codemill run` first") from None
+    if mix not in mixes:
+        raise ConfigError(f"{report} has no mix {mix!r}; it has {sorted(mixes)}")
+    return mixes[mix]["shards"]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from codemill.train_hooks.train import load_train_config, train
+
+    shards = list(args.shards) + [_shards_of_run(args.run, m) for m in args.mix or []]
+    if not shards:
+        raise ConfigError("give shard directories, or --run DIR --mix NAME")
+    cfg = load_train_config(args.config, args.set or [])
+    summary = train(cfg, shards, args.out, args.resume)
+    print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=2))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codemill",
@@ -122,6 +148,23 @@ def make_parser() -> argparse.ArgumentParser:
     inspect.add_argument("dir", help="a shard directory (holds manifest.json)")
     inspect.add_argument("--sample", type=int, default=0, help="which sequence to decode (default 0)")
     inspect.set_defaults(func=cmd_shards_inspect)
+
+    tr = sub.add_parser(
+        "train", help="train a Llama-style model on shards (also long-context fine-tuning)",
+        description="Train on one or more shard directories (mixed by their weights in the "
+        "config). Writes checkpoint.pt, metrics.jsonl and loss.png to --out; --resume "
+        "continues exactly where the checkpoint stopped. Under torchrun it trains with DDP.")
+    tr.add_argument("shards", nargs="*", help="shard directories")
+    tr.add_argument("--config", help="training config (TOML, `preset = \"paper\" | \"tiny\" | "
+                    "\"lcft\"`); default: the paper's recipe")
+    tr.add_argument("--run", default="codemill-out", help="with --mix: a `codemill run` output root")
+    tr.add_argument("--mix", action="append", help="train on this mix of --run (repeatable)")
+    tr.add_argument("--out", required=True, help="output directory")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    tr.set_defaults(func=cmd_train)
+
+    add_selfinstruct_cli(sub)
     return parser
 
 

@@ -21,9 +21,11 @@ from typing import Any, Literal
 
 import dacite
 
-
-class ConfigError(ValueError):
-    pass
+from codemill.errors import ConfigError
+from codemill.filters.decontam import DecontamConfig, benchmark_path
+from codemill.filters.langid import LangIdConfig, QualityConfig
+from codemill.filters.pii import PiiConfig
+from codemill.filters.rules import FilterConfig, validate_filter_config
 
 
 @dataclass
@@ -214,17 +216,24 @@ class RunConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    langid: LangIdConfig = field(default_factory=LangIdConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     kinds: KindConfig = field(default_factory=KindConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     fim: FimConfig = field(default_factory=FimConfig)
     pack: PackConfig = field(default_factory=PackConfig)
+    # `codemill selfinstruct` reads this table into codemill.selfinstruct.config.SelfInstructConfig.
+    selfinstruct: dict[str, Any] = field(default_factory=dict)
 
     def out_path(self) -> Path:
         return Path(self.out).expanduser().resolve()
 
 
-def _to_config(data: dict[str, Any], origin: str) -> RunConfig:
+def run_config_from_dict(data: dict[str, Any], origin: str) -> RunConfig:
     try:
         cfg = dacite.from_dict(RunConfig, data, config=dacite.Config(strict=True))
     except dacite.DaciteError as exc:
@@ -244,6 +253,19 @@ def _validate(cfg: RunConfig, origin: str) -> None:
                 f"{origin}: source {src.name!r}: unknown columns {sorted(unknown)}; "
                 f"known: {sorted(DEFAULT_COLUMNS)}"
             )
+    try:
+        validate_filter_config(cfg.filters)
+        if cfg.decontam.enabled:
+            for bench in cfg.decontam.benchmarks:
+                if not benchmark_path(bench).is_file():
+                    raise ConfigError(f"decontam benchmark {bench.name!r}: "
+                                      f"{benchmark_path(bench)} does not exist")
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    for name, model in (("langid", cfg.langid), ("quality", cfg.quality)):
+        if model.enabled and not Path(model.model_path).expanduser().is_file():
+            raise ConfigError(f"{origin}: {name}.model_path: {model.model_path or '(not set)'} "
+                              "is not a file")
     if cfg.ingest.max_file_bytes <= 0:
         raise ConfigError(f"{origin}: ingest.max_file_bytes must be positive")
     for mix in cfg.mix.mixes:
@@ -308,7 +330,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: invalid TOML: {exc}") from None
-    return _to_config(apply_overrides(data, list(overrides)), origin)
+    return run_config_from_dict(apply_overrides(data, list(overrides)), origin)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

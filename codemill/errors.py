@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 
 
+class ConfigError(ValueError):
+    """A run config that cannot work; raised before any Spark job starts."""
+
+
 class InputError(ValueError):
     """Bad input data; the message names the file and line or record."""
 

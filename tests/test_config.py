@@ -58,3 +58,16 @@ def test_fingerprint_tracks_parameters():
     a, b = load_config(), load_config(None, ["exact_dedup.normalize_whitespace=true"])
     assert fingerprint(a.exact_dedup) != fingerprint(b.exact_dedup)
     assert fingerprint(a.ingest) == fingerprint(b.ingest)
+
+
+def test_filter_settings_are_checked_before_spark(tmp_path: Path):
+    path = tmp_path / "run.toml"
+    path.write_text("[filters.rules]\nmax_line_lenght = 500\n")
+    with pytest.raises(ConfigError, match="max_line_lenght"):
+        load_config(path)
+    path.write_text('[langid]\nenabled = true\nmodel_path = "/nowhere/lid.176.bin"\n')
+    with pytest.raises(ConfigError, match="langid.model_path: /nowhere/lid.176.bin"):
+        load_config(path)
+    path.write_text('[[decontam.benchmarks]]\nname = "mbpp"\npath = "/nowhere/mbpp.jsonl"\n')
+    with pytest.raises(ConfigError, match="mbpp.jsonl does not exist"):
+        load_config(path)

@@ -30,7 +30,7 @@ exclude = {json.dumps(stdlib.exclude)}
     while chain[0].requires():
         chain.insert(0, chain[0].requires())
     stages = [StageStats.read(t.output_dir / "stats.json") for t in chain]
-    assert [s.stage for s in stages] == ["ingest", "exact_dedup", "near_dedup", "kinds"]
+    assert [s.stage for s in stages] == ["ingest", "exact_dedup", "near_dedup", "filters", "kinds"]
     for s in stages:
         assert s.docs_in == s.docs_out + sum(s.dropped.values())
         assert s.bytes_in == s.bytes_out + sum(s.dropped_bytes.values())

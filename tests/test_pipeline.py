@@ -27,8 +27,8 @@ CODEMILL = [sys.executable, "-m", "codemill.cli"]
 def test_dag_accounts_for_every_file(finished_run, real_tree):
     report = json.loads((load_config(finished_run).out_path() / "report.json").read_text())
     stages = [StageStats(**s) for s in report["stages"]]
-    assert [s.stage for s in stages] == ["ingest", "exact_dedup", "near_dedup", "kinds"]
-    ingest, exact, near, _ = stages
+    assert [s.stage for s in stages] == ["ingest", "exact_dedup", "near_dedup", "filters", "kinds"]
+    ingest, exact, near, _, _ = stages
     n_files = sum(1 for p in real_tree.rglob("*") if p.is_file())
     assert ingest.docs_in == n_files
     for stats in stages:

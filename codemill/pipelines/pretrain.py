@@ -1,5 +1,5 @@
-"""The pretraining DAG: ingest -> exact dedup -> near dedup -> kinds -> tokenizer
--> token counts -> shards of each mix -> report.
+"""The pretraining DAG: ingest -> exact dedup -> near dedup -> filters -> kinds
+-> tokenizer -> token counts -> shards of each mix -> report.
 
 Run it with `codemill run CONFIG`, or with Luigi's own launcher:
 
@@ -19,6 +19,7 @@ from codemill.atomic import atomic_dir, file_sha256
 from codemill.config import ConfigError, MixSpec, fingerprint
 from codemill.dedup.exact import exact_dedup
 from codemill.dedup.near import near_dedup_stage
+from codemill.filters.stage import filter_stage
 from codemill.ingest.stage import ingest, list_directory_source
 from codemill.ingest.walk import FileEntry, listing_signature
 from codemill.mix.kinds import check_classifier_model, kinds_stage
@@ -94,8 +95,28 @@ class NearDedup(StageTask):
                          n_in, bytes_in)
 
 
+class Filter(StageTask):
+    """Code heuristics, language id, quality, decontamination and PII scrubbing."""
+
+    stage = "filters"
+
+    def requires(self) -> NearDedup:
+        return NearDedup(config_path=self.config_path, overrides=self.overrides)
+
+    def fingerprint(self) -> str:
+        c = self.cfg
+        models = [file_sha256(m.model_path) if m.enabled else None for m in (c.langid, c.quality)]
+        return fingerprint(self.requires().fingerprint(), c.filters, c.langid, c.quality,
+                           c.decontam, c.pii, models)
+
+    def run(self) -> None:
+        docs = self.input_docs()
+        n_in, bytes_in = count_and_bytes(docs)
+        self.write_stage(lambda spark, _: filter_stage(spark, docs, self.cfg), n_in, bytes_in)
+
+
 # The last stage that removes documents; later stages only label and tokenize.
-LAST_FILTER_STAGE = NearDedup
+LAST_FILTER_STAGE = Filter
 
 
 class AssignKinds(StageTask):

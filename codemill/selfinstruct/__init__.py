@@ -1,3 +1,5 @@
-"""Self-instruct (not built yet): a model writes questions, unit tests and ten
-solutions per question; solutions run in an isolating sandbox; the first that
-passes is kept (Code Llama §2.5)."""
+"""Self-instruct (Code Llama §2.5): a model writes interview-style questions, unit tests
+and ten solutions per question; solutions run in an isolating sandbox (`sandbox`);
+the first that passes is kept. `prompts` and `parse` hold the Llama-2-chat templates
+and forgiving parsers, `backends` the model backends with an on-disk call cache,
+`pipeline` the stage functions and `tasks` the Luigi DAG (`codemill selfinstruct`)."""

@@ -285,7 +285,8 @@ def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
             continue
         if rows != s["rows"]:
             problems.append(f"{path}: {rows} rows, manifest says {s['rows']}")
-        if not file_schema.equals(schema):
+        # extra columns may follow (instruction shards add `loss_spans`)
+        if list(file_schema)[: len(schema)] != list(schema):
             problems.append(f"{path}: schema {file_schema} differs from {schema}")
     if sum(s["rows"] for s in manifest["shards"]) != manifest["counts"]["sequences"]:
         problems.append(f"{out / MANIFEST}: shard rows do not add up to counts.sequences")
