@@ -24,8 +24,11 @@ java:
 		echo "  macOS:         brew install openjdk@17"; \
 		echo "  or set JAVA_HOME to an existing JDK 17+."; exit 1; }
 
+# The pretraining DAG on this machine's own code, then a tiny model trained on its base mix.
 demo: java $(INSTALLED)
 	$(VENV)/bin/codemill run $(ARGS)
+	$(VENV)/bin/codemill train --config codemill/configs/train-tiny.toml --mix base \
+		--out codemill-out/train-demo
 
 test: java $(INSTALLED)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -14,6 +14,7 @@ BENCHMARKS = [
     "benchmarks.tokenize_throughput",
     "benchmarks.sandbox_throughput",
     "benchmarks.loader_throughput",
+    "benchmarks.filters_throughput",
 ]
 
 
