@@ -11,6 +11,7 @@ from pathlib import Path
 
 BENCHMARKS = [
     "benchmarks.ingest_throughput",
+    "benchmarks.near_dedup",
     "benchmarks.tokenize_throughput",
     "benchmarks.sandbox_throughput",
     "benchmarks.loader_throughput",

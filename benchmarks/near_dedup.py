@@ -1,0 +1,53 @@
+"""`make bench` section for near dedup: codemill vs datatrove and text-dedup MinHash on
+one planted-duplicate corpus at three sizes (benchmarks/peers_near_dedup.py does the
+work; this creates the peers' side virtualenv when it is missing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS_VENV = ROOT / ".venv-peers"
+PEER_PACKAGES = ["datatrove==0.10.1", "text-dedup==0.4.0", "orjson", "tokenizers", "xxhash<4",
+                 "datasets<5"]
+
+
+def ensure_peers() -> Path:
+    python = PEERS_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import datatrove, text_dedup"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES], check=True)
+    return python
+
+
+def main() -> str:
+    out = ROOT / "bench-out" / "near_dedup.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peers_near_dedup.py"),
+                    "--sizes", "1,2,4", "--json", str(out), "--peers-python", str(ensure_peers())],
+                   check=True)
+    results = json.loads(out.read_text())
+    lines = ["## Near dedup vs datatrove and text-dedup (5-grams, 256 permutations, "
+             "25 x 10 bands, threshold 0.7, 2 processes)", "",
+             "| docs | tool | seconds | docs/s | precision | recall | F1 | codemill speed-up |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for size in sorted({r["docs"] for r in results}):
+        rows = [r for r in results if r["docs"] == size]
+        ours = next(r for r in rows if r["tool"] == "codemill")
+        for r in rows:
+            ratio = "" if r is ours else f"{r['seconds'] / ours['seconds']:.2f}x"
+            lines.append(f"| {size:,} | {r['tool']} | {r['seconds']:.1f} | {r['docs_per_s']:,.0f} | "
+                         f"{r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {ratio} |")
+    lines += ["", "Precision/recall of removals against exact Jaccard over the same shingles. "
+              "codemill's seconds are on a warm SparkSession; peers run in `.venv-peers`."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(main())
