@@ -11,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import luigi
-import pytest
 
 from codemill.atomic import is_complete
 from codemill.config import load_config

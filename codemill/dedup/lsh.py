@@ -16,7 +16,8 @@ import pyarrow as pa
 
 from codemill.config import NearDedupConfig
 from codemill.dedup.minhash import fmix64, permutations, signatures_from_hashes
-from codemill.dedup.shingles import batch_shingle_hashes, byte_slices, string_bytes
+from codemill.arrow_batches import byte_slices
+from codemill.dedup.shingles import batch_shingle_hashes, string_bytes
 
 
 def _integrate(f, lo: float, hi: float, nodes: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -19,8 +19,9 @@ from itertools import chain
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
+
+from codemill.arrow_batches import byte_slices
 
 _WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_0123456789")
 # Byte maps that turn every non-token byte into a space (and optionally A-Z into a-z), so
@@ -107,19 +108,6 @@ def batch_shingle_hashes(
 def string_bytes(column: pa.Array) -> list[bytes]:
     """A string column of an Arrow batch as UTF-8 bytes objects (no decode/re-encode); null -> b""."""
     return [b"" if v is None else v for v in column.cast(pa.binary()).to_pylist()]
-
-
-def byte_slices(batch: pa.RecordBatch, column: str, max_bytes: int = 16 << 20) -> Iterator[pa.RecordBatch]:
-    """Cut a batch into runs of rows holding at most ~max_bytes of `column` (at least one row
-    each): Spark's Arrow batches count rows, and 10,000 large files would not fit a worker."""
-    sizes = pc.fill_null(pc.binary_length(batch.column(column)), 0).to_numpy()
-    ends = np.cumsum(sizes)
-    start = 0
-    while start < batch.num_rows:
-        base = ends[start - 1] if start else 0
-        stop = max(start + 1, int(np.searchsorted(ends, base + max_bytes, side="right")))
-        yield batch.slice(start, stop - start)
-        start = stop
 
 
 def shingle_set_batches(

@@ -31,6 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from codemill.arrow_batches import byte_slices
 from codemill.errors import ConfigError
 from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, DROPPED_COLUMNS, StageOutput
 
@@ -308,16 +309,9 @@ def marker_pattern(markers: list[str], head_lines: int) -> str:
     return rf"(?i)^(?P<head>(?:[^\n]*\n){{0,{max(head_lines - 1, 0)}}}?)[^\n]*?(?P<marker>{alternatives})"
 
 
-def byte_chunks(batch: pa.RecordBatch, column: str, max_bytes: int = CHUNK_BYTES) -> Iterator[pa.RecordBatch]:
-    """Consecutive slices of `batch` holding about `max_bytes` of `column` (>= 1 row each)."""
-    sizes = np.asarray(pc.fill_null(pc.binary_length(batch.column(column)), 0), dtype=np.int64)
-    ends = np.cumsum(sizes)
-    start = 0
-    while start < batch.num_rows:
-        base = ends[start - 1] if start else 0
-        stop = max(start + 1, int(np.searchsorted(ends, base + max_bytes, side="right")))
-        yield batch.slice(start, stop - start)
-        start = stop
+def byte_chunks(batch: pa.RecordBatch, column: str) -> Iterator[pa.RecordBatch]:
+    """The filters' batch slices: about CHUNK_BYTES of `column` each."""
+    return byte_slices(batch, column, CHUNK_BYTES)
 
 
 def evaluate(chunk: pa.RecordBatch, thresholds: Thresholds, pattern: str) -> tuple[pa.Array, pa.Array]:

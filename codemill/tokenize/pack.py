@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from codemill.config import PackConfig
+from codemill.config import FimConfig, PackConfig
 from codemill.tokenize.fim import encode_documents
 from codemill.tokenize.tokenizer import Tokenizer
 
