@@ -33,7 +33,11 @@ exclude = {json.dumps(stdlib.exclude)}
     assert [s.stage for s in stages] == ["ingest", "exact_dedup", "near_dedup", "filters", "kinds"]
     for s in stages:
         assert s.docs_in == s.docs_out + sum(s.dropped.values())
-        assert s.bytes_in == s.bytes_out + sum(s.dropped_bytes.values())
+        kept_and_dropped = s.bytes_out + sum(s.dropped_bytes.values())
+        if s.stage == "filters":  # PII placeholders are shorter than what they replace
+            assert s.bytes_in >= kept_and_dropped
+        else:
+            assert s.bytes_in == kept_and_dropped
     for before, after in zip(stages, stages[1:]):
         assert after.docs_in == before.docs_out
     ingest = stages[0]
