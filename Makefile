@@ -1,6 +1,7 @@
 # codemill — the two commands a new user needs: `make demo` and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
+OUT ?= codemill-out
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
@@ -26,9 +27,9 @@ java:
 
 # The pretraining DAG on this machine's own code, then a tiny model trained on its base mix.
 demo: java $(INSTALLED)
-	$(VENV)/bin/codemill run $(ARGS)
-	$(VENV)/bin/codemill train --config codemill/configs/train-tiny.toml --mix base \
-		--out codemill-out/train-demo
+	$(VENV)/bin/codemill run --out $(OUT) $(ARGS)
+	$(VENV)/bin/codemill train --config codemill/configs/train-tiny.toml --run $(OUT) --mix base \
+		--out $(OUT)/train-demo
 
 test: java $(INSTALLED)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
