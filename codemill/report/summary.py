@@ -80,7 +80,17 @@ def format_summary(report: dict[str, Any], top_langs: int = 12) -> str:
     dupes = sum(
         n for s in report["stages"] for r, n in s["dropped"].items() if "duplicate" in r
     )
-    lines += ["", f"duplicates removed: {dupes:,}", "", "final documents by kind and language:"]
+    lines += ["", f"duplicates removed: {dupes:,}"]
+    for s in report["stages"]:
+        histogram = s["extra"].get("cluster_size_histogram")
+        if histogram:
+            sizes = sorted(histogram.items(), key=lambda kv: int(kv[0]))
+            shown = ", ".join(f"{size}: {n:,}" for size, n in sizes[:8])
+            more = f", ... largest {sizes[-1][0]}" if len(sizes) > 8 else ""
+            lines.append(f"near-duplicate clusters by size (size: clusters): {shown}{more}")
+            lines.append(f"  candidate pairs {s['extra']['candidate_pairs']:,}, rejected by real "
+                         f"Jaccard {s['extra']['pairs_rejected_by_jaccard']:,}")
+    lines += ["", "final documents by kind and language:"]
     by_kind: dict[str, list[int]] = {}
     for row in report["by_lang"]:
         tot = by_kind.setdefault(row["kind"], [0, 0])
