@@ -30,7 +30,7 @@ def main() -> str:
     out = ROOT / "bench-out" / "near_dedup.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peers_near_dedup.py"),
-                    "--sizes", "1,2,4", "--json", str(out), "--peers-python", str(ensure_peers())],
+                    "--sizes", "1,2,4,8", "--json", str(out), "--peers-python", str(ensure_peers())],
                    check=True)
     results = json.loads(out.read_text())
     lines = ["## Near dedup vs datatrove and text-dedup (5-grams, 256 permutations, "
