@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import cpu_model
 from codemill.tokenize.fim import FimConfig
 from codemill.tokenize.pack import PackConfig, PackStats, pack_documents
 from codemill.tokenize.shards import ShardWriter, write_manifest
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> str:
         f"{rows:,} rows of 4,096 tokens in two shard directories (stdlib code, FIM, packed); "
         f"codemill mixes them {WEIGHTS[0]:.0%}/{WEIGHTS[1]:.0%} with document positions, labels "
         f"and cu_seqlens on; HF and streaming return input_ids only. Best of {args.repeat} "
-        f"windows of {args.seconds} s; {_cpu_model()}, torch {torch.get_num_threads()} threads. "
+        f"windows of {args.seconds} s; {cpu_model()}, torch {torch.get_num_threads()} threads. "
         "Wall-clock rates fall when other processes share the cores; the rate per CPU second "
         "of the trainer's process is what a loader costs the trainer.",
         "",
@@ -344,16 +345,6 @@ def main(argv: list[str] | None = None) -> str:
         f"{train_rate:,.0f} tokens/s ({flops / 1e9:.1f} model GFLOP/s, 6N + attention).",
     ]
     return "\n".join(lines)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

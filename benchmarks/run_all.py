@@ -9,6 +9,8 @@ import subprocess
 from datetime import date
 from pathlib import Path
 
+from benchmarks.machine import cpu_model
+
 BENCHMARKS = [
     "benchmarks.ingest_throughput",
     "benchmarks.near_dedup",
@@ -20,14 +22,7 @@ BENCHMARKS = [
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
     return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()} "

@@ -1,6 +1,6 @@
 """Tokenize + FIM + pack throughput, per core, against its physical limit (DESIGN.md §5).
 
-    .venv/bin/python benchmarks/tokenize_throughput.py [--mb 20] [--repeat 3] [--model PATH]
+    .venv/bin/python -m benchmarks.tokenize_throughput [--mb 20] [--repeat 3] [--model PATH]
 
 On the same text (stdlib .py files), single-threaded:
   (a) raw sentencepiece encoding of whole documents (the ceiling),
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from benchmarks.machine import cpu_model
 from codemill.config import FimConfig, PackConfig
 from codemill.tokenize.pack import PackStats, pack_documents
 from codemill.tokenize.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> str:
         f"{len(texts)} files, {size / 1e6:.1f} MB, {tokens:,} tokens "
         f"({size / tokens:.2f} bytes/token), "
         f"{tok.name} vocab {tok.vocab_size}, FIM rate 0.9, seq_len {SEQ_LEN}; "
-        f"tokens of the plain encoding per second, best of {args.repeat}; {_cpu_model()}.",
+        f"tokens of the plain encoding per second, best of {args.repeat}; {cpu_model()}.",
         "",
         "| pipeline | seconds | tokens/s per core | vs (a) |",
         "|---|---:|---:|---:|",
@@ -151,16 +152,6 @@ def main(argv: list[str] | None = None) -> str:
 @functools.cache
 def _sentencepiece(tok: Tokenizer) -> spm.SentencePieceProcessor:
     return spm.SentencePieceProcessor(model_file=tok.path)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
