@@ -230,6 +230,9 @@ def test_stage_outputs_are_consistent(planted):
     stats = result.stats
     assert stats.docs_in == len(rows) and stats.docs_out == result.kept.count()
     assert stats.dropped == {"near_duplicate": result.dropped.count()}
+    dropped_bytes = result.dropped.agg(F.sum("size_bytes")).first()[0]
+    assert stats.dropped_bytes == {"near_duplicate": dropped_bytes} and dropped_bytes > 0
+    assert stats.bytes_in == sum(r["size_bytes"] for r in rows) == stats.bytes_out + dropped_bytes
     assert stats.extra["bands"] == 25 and stats.extra["rows"] == 10
     assert sum(int(k) * v for k, v in stats.extra["cluster_size_histogram"].items()) == (
         stats.dropped["near_duplicate"] + stats.extra["clusters"]
@@ -257,12 +260,16 @@ def test_deterministic_across_partitionings(spark, planted):
             sorted((r["cluster_id"], tuple(r["members"])) for r in res.clusters.collect()),
         )
 
-    shuffle_partitions = spark.conf.get("spark.sql.shuffle.partitions")
+    saved = {k: spark.conf.get(k) for k in ("spark.sql.shuffle.partitions", "spark.sql.autoBroadcastJoinThreshold")}
+    # The fixture ran on 1 input partition with its drop decisions broadcast; now 7 input
+    # and 3 shuffle partitions, and no broadcast joins at all.
     spark.conf.set("spark.sql.shuffle.partitions", "3")
-    try:  # the fixture ran on 1 input partition; now 7 input and 3 shuffle partitions
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
         assert outcome(near_dedup(spark, docs.repartition(7), cfg)) == outcome(result)
     finally:
-        spark.conf.set("spark.sql.shuffle.partitions", shuffle_partitions)
+        for key, value in saved.items():
+            spark.conf.set(key, value)
 
 
 def test_keep_rule_guard_size_and_shingle_less_documents(spark):

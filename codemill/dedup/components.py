@@ -4,8 +4,9 @@ The large-star / small-star algorithm of Kiveris et al., "Connected
 Components in MapReduce and Beyond" (SoCC 2014): each round rewires every
 node's edges towards the smallest id in reach, until the edge set stops
 changing; it then is a forest of stars whose centres are the smallest id of
-each component. Every step is a window or a distinct over ids, so nothing
-is collected on the driver and the answer does not depend on partitioning.
+each component, which one aggregation over the edges recognises. Every step
+is a window, a distinct or an aggregation over ids, so nothing is collected
+on the driver and the answer does not depend on partitioning.
 """
 
 from __future__ import annotations
@@ -36,14 +37,18 @@ def _small_star(edges: DataFrame) -> DataFrame:
     ).where(F.col(U) != F.col(V))
 
 
-def _fingerprint(edges: DataFrame) -> tuple[int, int]:
-    """(count, sum of 64-bit edge hashes) of a distinct edge set: equal sets, equal fingerprints;
-    unequal sets collide with probability ~2**-64."""
-    row = edges.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum(F.xxhash64(U, V).cast("decimal(38,0)")).alias("h"),
-    ).first()
-    return int(row["n"]), int(row["h"] or 0)
+def _is_star_forest(edges: DataFrame) -> bool:
+    """True when every edge (u, v), u > v, hangs a leaf u on a root v: no node has two
+    parents and no parent has one. That is the algorithm's fixed point, with each
+    component one star around its smallest id, so a further round would change nothing."""
+    roles = edges.select(F.col(U).alias("node"), F.col(V).alias("parent")).unionByName(
+        edges.select(F.col(V).alias("node"), F.lit(None).cast(edges.schema[V].dataType).alias("parent"))
+    )
+    per_node = roles.groupBy("node").agg(
+        F.count("parent").alias("parents"),
+        F.count(F.when(F.col("parent").isNull(), 1)).alias("children"),
+    )
+    return per_node.where((F.col("parents") > 1) | ((F.col("parents") == 1) & (F.col("children") > 0))).isEmpty()
 
 
 def connected_components(
@@ -54,8 +59,8 @@ def connected_components(
     `edges` holds undirected edges in columns `src`, `dst` (ids of one
     comparable type, e.g. strings); self-loops and repeats are allowed.
     """
-    # Checkpoints are lazy: the fingerprint's aggregation is the job that materialises each
-    # round, so a round costs one job; the checkpoint cuts the plan, which would grow per round.
+    # Checkpoints are lazy: the star-forest check is the job that materialises each round,
+    # and the checkpoint cuts the plan, which would otherwise grow with every round.
     current = (
         edges.select(F.col(src).alias(U), F.col(dst).alias(V))
         .where(F.col(U).isNotNull() & F.col(V).isNotNull())
@@ -66,14 +71,10 @@ def connected_components(
     # Self-loops carry no link, but their node still forms a component of its own.
     singles = current.where(F.col(U) == F.col(V)).select(F.col(U).alias("id"))
     current = current.where(F.col(U) != F.col(V))
-    seen = _fingerprint(current)
     for _ in range(max_rounds):
-        nxt = _small_star(_large_star(current)).distinct().localCheckpoint(eager=False)
-        now = _fingerprint(nxt)
-        current = nxt
-        if now == seen:
+        if _is_star_forest(current):
             break
-        seen = now
+        current = _small_star(_large_star(current)).distinct().localCheckpoint(eager=False)
     else:
         raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
     linked = current.select(F.col(U).alias("id"), F.col(V).alias("component")).unionByName(

@@ -35,6 +35,7 @@ from codemill.stats import StageStats
 
 STAGE = "near_dedup"
 REASON = "near_duplicate"
+_DECISION_ROW_BYTES = 128  # a drop decision: three 32-character ids and row overhead
 
 
 @dataclass
@@ -109,6 +110,8 @@ def verify_pairs(docs: DataFrame, pairs: DataFrame, cfg: NearDedupConfig) -> Dat
             partial(shingle_set_batches, n=cfg.ngram, lowercase=cfg.lowercase),
             "id string, shingles array<long>",
         )
+        # Both sides of the pair join read the sets: materialise them once.
+        .localCheckpoint(eager=True)
     )
     joined = pairs.join(
         sets.select(F.col("id").alias("a"), F.col("shingles").alias("sa")), "a"
@@ -133,12 +136,13 @@ def _split_by_cluster_size(pairs: DataFrame, min_size: int) -> tuple[DataFrame, 
 
 
 def _decide(docs: DataFrame, edges: DataFrame) -> DataFrame:
-    """(id, cluster_id, kept_id) of every document in a cluster, kept_id chosen by the keep rule."""
+    """(id, size_bytes, cluster_id, kept_id) of every document in a cluster, kept_id chosen
+    by the keep rule."""
     comp = connected_components(edges, "a", "b").withColumnRenamed("component", "cluster_id")
-    ranked = docs.select("id", "license", "stars").join(comp, "id")
+    ranked = docs.select("id", "license", "stars", "size_bytes").join(comp, "id")
     first = Window.partitionBy("cluster_id").orderBy(*keep_order())
     return ranked.select(
-        "id", "cluster_id", F.first("id").over(first).alias("kept_id")
+        "id", "size_bytes", "cluster_id", F.first("id").over(first).alias("kept_id")
     )
 
 
@@ -149,7 +153,16 @@ def _cluster_table(decisions: DataFrame) -> DataFrame:
         F.min("kept_id").alias("kept_id"),
         F.count_distinct("kept_id").alias("kept_ids"),
         F.sum((F.col("id") == F.col("kept_id")).cast("long")).alias("kept_count"),
+        F.sum(F.when(F.col("id") != F.col("kept_id"), F.col("size_bytes"))).alias("dropped_bytes"),
     )
+
+
+def _small_enough_to_broadcast(spark: SparkSession, rows: int) -> bool:
+    """Spark's own broadcast threshold, applied to an exactly known row count: the planner
+    only sees a checkpoint's estimate, and would shuffle every document's content to join
+    it with a few thousand drop decisions."""
+    limit = int(spark.conf.get("spark.sql.autoBroadcastJoinThreshold", "10485760").rstrip("b"))
+    return 0 <= rows * _DECISION_ROW_BYTES <= limit
 
 
 def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> NearDedupResult:
@@ -179,27 +192,20 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> Ne
         .agg(
             F.count(F.lit(1)).alias("clusters"),
             F.sum(((F.col("kept_count") != 1) | (F.col("kept_ids") != 1)).cast("long")).alias("bad"),
+            F.sum("dropped_bytes").alias("dropped_bytes"),
         )
         .collect()
     )
     bad = sum(r["bad"] for r in sizes)
     assert bad == 0, f"near_dedup: {bad} clusters do not keep exactly one document"
+    n_dropped = sum(r["clusters"] * (r["size"] - 1) for r in sizes)
+    dropped_bytes = sum(int(r["dropped_bytes"] or 0) for r in sizes)
+    n_in, bytes_in = docs.agg(F.count(F.lit(1)), F.sum("size_bytes")).first()
+    bytes_in = int(bytes_in or 0)
 
-    drops = decisions.where(F.col("id") != F.col("kept_id"))
-    totals = (
-        docs.select("id", "size_bytes")
-        .join(drops.select("id", F.lit(True).alias("dropped")), "id", "left")
-        .agg(
-            F.count(F.lit(1)).alias("docs"),
-            F.sum("size_bytes").alias("bytes"),
-            F.count("dropped").alias("dropped_docs"),
-            F.sum(F.when(F.col("dropped"), F.col("size_bytes"))).alias("dropped_bytes"),
-        )
-        .first()
-    )
-    n_in, n_dropped = int(totals["docs"]), int(totals["dropped_docs"])
-    bytes_in = int(totals["bytes"] or 0)
-
+    drops = decisions.where(F.col("id") != F.col("kept_id")).drop("size_bytes")
+    if _small_enough_to_broadcast(spark, n_dropped):
+        drops = F.broadcast(drops)
     kept = docs.join(drops.select("id"), "id", "left_anti").select(*DOC_COLUMNS)
     dropped = docs.join(drops, "id").select(
         *DOC_COLUMNS,
@@ -214,8 +220,9 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> Ne
         docs_out=n_in - n_dropped,
         dropped={REASON: n_dropped},
         bytes_in=bytes_in,
-        bytes_out=bytes_in - int(totals["dropped_bytes"] or 0),
+        bytes_out=bytes_in - dropped_bytes,
         seconds=time.perf_counter() - started,
+        dropped_bytes={REASON: dropped_bytes},
         extra={
             "bands": bands,
             "rows": rows,

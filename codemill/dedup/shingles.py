@@ -75,8 +75,10 @@ def window_hashes(token_hashes: np.ndarray, n: int) -> np.ndarray:
     if count <= 0:
         return np.empty(0, dtype=np.uint64)
     out = token_hashes[:count] * _MULTIPLIERS[0]
+    term = np.empty_like(out)
     for j in range(1, n):
-        out += token_hashes[j : j + count] * _MULTIPLIERS[j]
+        np.multiply(token_hashes[j : j + count], _MULTIPLIERS[j], out=term)
+        out += term
     return out
 
 
@@ -95,14 +97,17 @@ def batch_shingle_hashes(
     th = np.fromiter(
         map(xxhash.xxh64_intdigest, chain.from_iterable(tok_lists)), dtype=np.uint64, count=total
     )
-    # Windows over the concatenated tokens, then keep those inside one document.
+    # Windows over the concatenated tokens; those starting in the last n - 1 tokens of a
+    # document run into the next one and are dropped.
     win = window_hashes(th, n)
-    shingle_counts = np.maximum(tok_counts - (n - 1), 0)
-    tok_starts = np.concatenate(([0], np.cumsum(tok_counts)[:-1])).astype(np.int64)
-    offsets = np.concatenate(([0], np.cumsum(shingle_counts))).astype(np.int64)
-    doc_of = np.repeat(np.arange(len(texts)), shingle_counts)
-    keep = tok_starts[doc_of] + (np.arange(offsets[-1]) - offsets[:-1][doc_of])
-    return win[keep], offsets
+    ends = np.cumsum(tok_counts)
+    starts = ends - tok_counts
+    crosses = np.zeros(total, dtype=bool)
+    for back in range(1, n):
+        inside = ends - back >= starts
+        crosses[ends[inside] - back] = True
+    offsets = np.concatenate(([0], np.cumsum(np.maximum(tok_counts - (n - 1), 0))))
+    return win[~crosses[: len(win)]], offsets
 
 
 def string_bytes(column: pa.Array) -> list[bytes]:
