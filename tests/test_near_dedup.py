@@ -8,6 +8,7 @@ import sysconfig
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from datasketch import MinHash, MinHashLSH
 from datasketch.lsh import _optimal_param
@@ -18,8 +19,14 @@ from codemill.config import NearDedupConfig
 from codemill.dedup.components import connected_components
 from codemill.dedup.lsh import band_params, optimal_bands_rows
 from codemill.dedup.minhash import signatures, to_datasketch
-from codemill.dedup.near import near_dedup
-from codemill.dedup.shingles import batch_shingle_hashes, shingle_hash, shingles, tokens
+from codemill.dedup.near import jaccard_batches, near_dedup
+from codemill.dedup.shingles import (
+    batch_shingle_hashes,
+    shingle_hash,
+    shingle_set_batches,
+    shingles,
+    tokens,
+)
 from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, DROPPED_COLUMNS, document_id
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -111,6 +118,29 @@ def test_exported_signatures_query_datasketch_lsh():
         lsh.insert(f"doc{i}", mh)
     assert lsh.query(to_datasketch(sigs[-1])) == ["doc0"]
     assert to_datasketch(sigs[1]).jaccard(to_datasketch(sigs[1])) == 1.0
+
+
+def test_jaccard_of_shingle_sets_is_exact():
+    rng = random.Random(4)
+    texts = stdlib_texts(4)
+    texts += [edit_lines(texts[0], 0.1, rng), edit_lines(texts[1], 0.4, rng), "x = 1", ""]
+    batch = pa.record_batch([pa.array([f"t{i}" for i in range(len(texts))]), pa.array(texts)],
+                            names=["id", "content"])  # fmt: skip
+    (sets,) = list(shingle_set_batches(iter([batch]), n=5, lowercase=False))
+    shingle_lists = sets.column("shingles").to_pylist()
+    assert min(min(s) for s in shingle_lists if s) < 0  # int64 bit patterns of uint64 hashes
+    pairs = [(i, j) for i in range(len(texts)) for j in range(len(texts)) if i != j]
+    pair_batch = pa.record_batch(
+        [pa.array([f"t{i}" for i, _ in pairs]), pa.array([f"t{j}" for _, j in pairs]),
+         pa.array([shingle_lists[i] for i, _ in pairs], pa.list_(pa.int64())),
+         pa.array([shingle_lists[j] for _, j in pairs], pa.list_(pa.int64()))],
+        names=["a", "b", "sa", "sb"],
+    )  # fmt: skip
+    (scored,) = list(jaccard_batches(iter([pair_batch])))
+    cfg = NearDedupConfig()
+    expected = [exact_jaccard(texts[i], texts[j], cfg) for i, j in pairs]
+    assert scored.column("jaccard").to_pylist() == pytest.approx(expected, abs=1e-12)
+    assert max(expected) > 0.7
 
 
 # --- LSH parameters ---------------------------------------------------------------------

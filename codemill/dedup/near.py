@@ -35,7 +35,10 @@ from codemill.stats import StageStats
 
 STAGE = "near_dedup"
 REASON = "near_duplicate"
-_DECISION_ROW_BYTES = 128  # a drop decision: three 32-character ids and row overhead
+# Upper bounds of a row's size in a broadcast join: one 32-character id, and a drop
+# decision (three ids).
+_ID_ROW_BYTES = 64
+_DECISION_ROW_BYTES = 128
 
 
 @dataclass
@@ -83,16 +86,29 @@ def candidate_pairs(docs: DataFrame, cfg: NearDedupConfig, bands: int, rows: int
     )
 
 
+def _sorted_intersection_size(x: np.ndarray, y: np.ndarray) -> int:
+    """|x & y| of two sorted arrays of distinct values: a binary search of the smaller in
+    the larger (~3x faster than np.intersect1d, which concatenates and sorts)."""
+    if len(x) < len(y):
+        x, y = y, x
+    if not len(y):
+        return 0
+    at = np.searchsorted(x, y)
+    at[at == len(x)] = 0
+    return int(np.count_nonzero(x[at] == y))
+
+
 def jaccard_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: (a, b, sa, sb) with distinct shingle-hash lists -> (a, b, jaccard)."""
     for batch in batches:
         sa, sb = batch.column("sa"), batch.column("sb")
-        va, vb = sa.values.to_numpy(), sb.values.to_numpy()
+        # Sorted as uint64 (shingle_set_batches stores them as int64 bit patterns).
+        va, vb = sa.values.to_numpy().view(np.uint64), sb.values.to_numpy().view(np.uint64)
         oa, ob = sa.offsets.to_numpy(), sb.offsets.to_numpy()
         scores = np.empty(batch.num_rows, dtype=np.float64)
         for i in range(batch.num_rows):
             x, y = va[oa[i] : oa[i + 1]], vb[ob[i] : ob[i + 1]]
-            inter = len(np.intersect1d(x, y, assume_unique=True))
+            inter = _sorted_intersection_size(x, y)
             union = len(x) + len(y) - inter
             scores[i] = inter / union if union else 0.0
         yield pa.RecordBatch.from_arrays(
@@ -100,12 +116,19 @@ def jaccard_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatc
         )
 
 
-def verify_pairs(docs: DataFrame, pairs: DataFrame, cfg: NearDedupConfig) -> DataFrame:
-    """(a, b, jaccard) of `pairs`, by exact Jaccard of the two documents' shingle sets."""
+def verify_pairs(
+    docs: DataFrame, pairs: DataFrame, cfg: NearDedupConfig, broadcast_ids: bool = False
+) -> DataFrame:
+    """(a, b, jaccard) of `pairs`, by exact Jaccard of the two documents' shingle sets.
+    `broadcast_ids`: the pairs' ids are few enough to broadcast, so selecting their
+    documents shuffles no content."""
     ids = pairs.select(F.col("a").alias("id")).unionByName(pairs.select(F.col("b").alias("id")))
+    ids = ids.distinct()
+    if broadcast_ids:
+        ids = F.broadcast(ids)
     sets = (
         docs.select("id", "content")
-        .join(ids.distinct(), "id", "left_semi")
+        .join(ids, "id", "left_semi")
         .mapInArrow(
             partial(shingle_set_batches, n=cfg.ngram, lowercase=cfg.lowercase),
             "id string, shingles array<long>",
@@ -157,12 +180,12 @@ def _cluster_table(decisions: DataFrame) -> DataFrame:
     )
 
 
-def _small_enough_to_broadcast(spark: SparkSession, rows: int) -> bool:
+def _fits_broadcast(spark: SparkSession, rows: int, row_bytes: int) -> bool:
     """Spark's own broadcast threshold, applied to an exactly known row count: the planner
     only sees a checkpoint's estimate, and would shuffle every document's content to join
-    it with a few thousand drop decisions."""
+    it with a few thousand ids."""
     limit = int(spark.conf.get("spark.sql.autoBroadcastJoinThreshold", "10485760").rstrip("b"))
-    return 0 <= rows * _DECISION_ROW_BYTES <= limit
+    return 0 <= rows * row_bytes <= limit
 
 
 def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> NearDedupResult:
@@ -179,7 +202,8 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> Ne
     pairs = candidate_pairs(docs, cfg, bands, rows).localCheckpoint(eager=False)
     n_candidates = pairs.count()
     to_check, unchecked = _split_by_cluster_size(pairs, cfg.verify_min_cluster_size)
-    scored = verify_pairs(docs, to_check, cfg).localCheckpoint(eager=False)
+    few_ids = _fits_broadcast(spark, 2 * n_candidates, _ID_ROW_BYTES)
+    scored = verify_pairs(docs, to_check, cfg, few_ids).localCheckpoint(eager=False)
     passed = scored.where(F.col("jaccard") >= cfg.threshold).select("a", "b")
     n_checked, n_passed = scored.agg(
         F.count(F.lit(1)), F.sum((F.col("jaccard") >= cfg.threshold).cast("long"))
@@ -204,7 +228,7 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> Ne
     bytes_in = int(bytes_in or 0)
 
     drops = decisions.where(F.col("id") != F.col("kept_id")).drop("size_bytes")
-    if _small_enough_to_broadcast(spark, n_dropped):
+    if _fits_broadcast(spark, n_dropped, _DECISION_ROW_BYTES):
         drops = F.broadcast(drops)
     kept = docs.join(drops.select("id"), "id", "left_anti").select(*DOC_COLUMNS)
     dropped = docs.join(drops, "id").select(
