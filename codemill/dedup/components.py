@@ -41,14 +41,16 @@ def _is_star_forest(edges: DataFrame) -> bool:
     """True when every edge (u, v), u > v, hangs a leaf u on a root v: no node has two
     parents and no parent has one. That is the algorithm's fixed point, with each
     component one star around its smallest id, so a further round would change nothing."""
+    no_parent = F.lit(None).cast(edges.schema[V].dataType)
     roles = edges.select(F.col(U).alias("node"), F.col(V).alias("parent")).unionByName(
-        edges.select(F.col(V).alias("node"), F.lit(None).cast(edges.schema[V].dataType).alias("parent"))
+        edges.select(F.col(V).alias("node"), no_parent.alias("parent"))
     )
     per_node = roles.groupBy("node").agg(
         F.count("parent").alias("parents"),
         F.count(F.when(F.col("parent").isNull(), 1)).alias("children"),
     )
-    return per_node.where((F.col("parents") > 1) | ((F.col("parents") == 1) & (F.col("children") > 0))).isEmpty()
+    broken = (F.col("parents") > 1) | ((F.col("parents") == 1) & (F.col("children") > 0))
+    return per_node.where(broken).isEmpty()
 
 
 def connected_components(
