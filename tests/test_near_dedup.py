@@ -19,7 +19,7 @@ from codemill.config import NearDedupConfig
 from codemill.dedup.components import connected_components
 from codemill.dedup.lsh import band_params, optimal_bands_rows
 from codemill.dedup.minhash import signatures, to_datasketch
-from codemill.dedup.near import jaccard_batches, near_dedup
+from codemill.dedup.near import _fits_broadcast, jaccard_batches, near_dedup
 from codemill.dedup.shingles import (
     batch_shingle_hashes,
     shingle_hash,
@@ -300,6 +300,17 @@ def test_deterministic_across_partitionings(spark, planted):
     finally:
         for key, value in saved.items():
             spark.conf.set(key, value)
+
+
+def test_broadcast_limit_is_spark_own_setting(spark):
+    saved = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    try:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "20m")  # a byte string, as users write it
+        assert _fits_broadcast(spark, 100_000, 128) and not _fits_broadcast(spark, 200_000, 128)
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")  # broadcasts off
+        assert not _fits_broadcast(spark, 1, 128)
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", saved)
 
 
 def test_keep_rule_guard_size_and_shingle_less_documents(spark):

@@ -184,7 +184,8 @@ def _fits_broadcast(spark: SparkSession, rows: int, row_bytes: int) -> bool:
     """Spark's own broadcast threshold, applied to an exactly known row count: the planner
     only sees a checkpoint's estimate, and would shuffle every document's content to join
     it with a few thousand ids."""
-    limit = int(spark.conf.get("spark.sql.autoBroadcastJoinThreshold", "10485760").rstrip("b"))
+    # The session's parsed value: the setting itself may be a byte string such as "20m".
+    limit = spark._jsparkSession.sessionState().conf().autoBroadcastJoinThreshold()
     return 0 <= rows * row_bytes <= limit
 
 
