@@ -200,8 +200,8 @@ def run_codemill(
     return removed, statistics.median(runs[1:]), {**result.stats.extra, "first_run_seconds": runs[0]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_corpus_arguments(ap: argparse.ArgumentParser, workdir: str) -> None:
+    """The planted corpus, its sizes and the dedup parameters (shared with peers_near_dedup.py)."""
     ap.add_argument("--originals", type=int, default=150)
     ap.add_argument("--copies", type=int, default=2)
     ap.add_argument("--unrelated", type=int, default=600)
@@ -210,8 +210,13 @@ def main() -> None:
     ap.add_argument("--num-perm", type=int, default=256)
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", default="/tmp/codemill-bench-near")
+    ap.add_argument("--workdir", default=workdir)
     ap.add_argument("--json", help="write the results here too")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_corpus_arguments(ap, "/tmp/codemill-bench-near")
     args = ap.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)

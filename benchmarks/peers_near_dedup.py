@@ -47,6 +47,10 @@ PEERS = ("datatrove", "text-dedup")
 SHARDS = 2  # corpus files, one per peer process
 CODE_TOKEN_SPLIT = re.compile(r"[^A-Za-z_0-9]")
 
+# Also imported inside .venv-peers (this script runs itself there): it needs only numpy.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from near_dedup_accuracy import add_corpus_arguments  # noqa: E402
+
 
 # --- inside .venv-peers -------------------------------------------------------------------
 
@@ -167,16 +171,7 @@ def main() -> None:
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--bands", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--rows", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--originals", type=int, default=150)
-    ap.add_argument("--copies", type=int, default=2)
-    ap.add_argument("--unrelated", type=int, default=600)
-    ap.add_argument("--sizes", default="1", help="corpus scale factors, e.g. 1,2,4")
-    ap.add_argument("--ngram", type=int, default=5)
-    ap.add_argument("--num-perm", type=int, default=256)
-    ap.add_argument("--threshold", type=float, default=0.7)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", default="/tmp/codemill-bench-peers")
-    ap.add_argument("--json", help="write the results here too")
+    add_corpus_arguments(ap, "/tmp/codemill-bench-peers")
     ap.add_argument("--peers-python", default=str(DEFAULT_PEERS_PYTHON), help="the peers' venv interpreter")
     args = ap.parse_args()
     if args.peer:
@@ -187,13 +182,12 @@ def main() -> None:
 
     import shutil
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from near_dedup_accuracy import build_corpus, ground_truth, run_codemill, score_removals
 
     from codemill.dedup.lsh import optimal_bands_rows
 
     bands, rows = optimal_bands_rows(args.threshold, args.num_perm)
-    results, cold = [], {}
+    results = []
     for scale in [int(s) for s in args.sizes.split(",")]:
         docs = build_corpus(args.originals * scale, args.copies, args.unrelated * scale, seed=args.seed)
         ids = [d.id for d in docs]
@@ -202,7 +196,6 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         _write_corpus(docs, work / "corpus")
         removed, seconds, extra = run_codemill(docs, work / "codemill", args.ngram, args.num_perm, args.threshold)
-        cold[len(docs)] = extra["first_run_seconds"]
         runs = {"codemill": (removed, seconds)}
         for peer in PEERS:
             kept, peer_seconds = _run_peer(peer, work / "corpus", work / peer, args, bands, rows)
@@ -211,7 +204,7 @@ def main() -> None:
             results.append({"tool": name, "docs": len(docs), "seconds": secs, "docs_per_s": len(docs) / secs,
                             **score_removals(removed, ids, groups)})  # fmt: skip
             if name == "codemill":
-                results[-1]["cold_seconds"] = cold[len(docs)]
+                results[-1]["cold_seconds"] = extra["first_run_seconds"]
     print(f"\nnear dedup, {args.ngram}-grams, {args.num_perm} permutations ({bands} bands x {rows} rows), "
           f"threshold {args.threshold}, 2 processes")  # fmt: skip
     print(f"{'tool':<11} {'docs':>6} {'seconds':>8} {'docs/s':>8} {'precision':>9} {'recall':>7} {'F1':>6}")
