@@ -5,7 +5,7 @@ OUT ?= codemill-out
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench install java clean
+.PHONY: demo test test-fast lint bench install java clean
 
 # The virtualenv is (re)built when pyproject.toml changes.
 $(INSTALLED): pyproject.toml
@@ -31,8 +31,16 @@ demo: java $(INSTALLED)
 	$(VENV)/bin/codemill train --config codemill/configs/train-tiny.toml --run $(OUT) --mix base \
 		--out $(OUT)/train-demo
 
-test: java $(INSTALLED)
+# Everything, as CI runs it: the lint, then every test (Spark, Luigi, the sandbox, torch).
+test: java lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The tests that need no JVM: kernels, config, loader, model; about a minute.
+test-fast: $(INSTALLED)
+	$(PY) -m pytest -q -m "not spark" $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check codemill tests benchmarks
 
 bench: java $(INSTALLED)
 	$(PY) -m benchmarks.run_all

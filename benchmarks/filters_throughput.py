@@ -27,17 +27,16 @@ import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame
 
-from codemill.config import SparkConfig
-from codemill.filters.decontam import (
-    DecontamConfig,
-    build_index,
-    decontaminate,
-    humaneval_path,
-    leak_batches,
-)
-from codemill.filters.langid import LangIdConfig, classify_batches, language_filter, train_classifier
-from codemill.filters.pii import PiiConfig, scrub_batches, scrub_pii
-from codemill.filters.rules import FilterConfig, code_filters, flag_batches
+from codemill.config.run import SparkConfig
+from codemill.filters.config import DecontamConfig, humaneval_path
+from codemill.filters.decontam import build_index, decontaminate, leak_batches
+from codemill.filters.config import LangIdConfig
+from codemill.filters.langid import classify_batches, language_filter, train_classifier
+from codemill.filters.config import PiiConfig
+from codemill.filters.pii import scrub_batches, scrub_pii
+from codemill.filters.config import FilterConfig
+from codemill.filters.rules import flag_batches
+from codemill.filters.steps import code_filters
 from codemill.ingest.languages import kind_of, lang_of_path
 from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, document_id
 from codemill.spark import get_spark

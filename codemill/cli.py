@@ -1,4 +1,5 @@
-"""The `codemill` command line."""
+"""The `codemill` command line. Commands import what they need when they run, so
+`codemill --help` answers at once."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import sys
 from pathlib import Path
 
 from codemill import __version__
-from codemill.config import ConfigError, load_config, to_dict
-from codemill.selfinstruct.tasks import add_cli as add_selfinstruct_cli
+from codemill.errors import ConfigError
 
 EPILOG = """\
 examples:
@@ -19,18 +19,20 @@ examples:
   codemill config my-run.toml          print the config as codemill understands it
   codemill shards inspect codemill-out/shards/base/<fingerprint>
   codemill train --config codemill/configs/train-tiny.toml --mix base --out runs/tiny
+  codemill selfinstruct my-run.toml    generate a self-instruct set
 """
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
+    """`--set` values plus the shorthand flags, as `key=value` overrides."""
     out = list(args.set or [])
-    if args.out:
+    if getattr(args, "out", None):
         out.append(f"out={json.dumps(args.out)}")
-    if args.master:
+    if getattr(args, "master", None):
         out.append(f"spark.master={json.dumps(args.master)}")
-    if args.workers:
+    if getattr(args, "workers", None):
         out.append(f"luigi.workers={args.workers}")
-    if args.scheduler:
+    if getattr(args, "scheduler", None):
         host, _, port = args.scheduler.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"--scheduler takes HOST:PORT, got {args.scheduler!r}")
@@ -39,44 +41,52 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="run config (TOML); default: the embedded demo")
+def _add_set(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set near_dedup.threshold=0.8 (repeatable)")
+                   help=f"override a config value, e.g. --set {example} (repeatable)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, config_required: bool = False,
+                  spark: bool = True) -> None:
+    """The arguments of every command that runs (or shows) a run config."""
+    if config_required:
+        p.add_argument("config", help="run config (TOML)")
+    else:
+        p.add_argument("config", nargs="?", help="run config (TOML); default: the embedded demo")
+    _add_set(p, "near_dedup.threshold=0.8")
     p.add_argument("--out", help="output root (config key `out`)")
-    p.add_argument("--master", help="Spark master URL: local[*], spark://host:7077, yarn, k8s://...")
     p.add_argument("--workers", type=int, help="Luigi workers running tasks in parallel")
     p.add_argument("--scheduler", metavar="HOST:PORT",
                    help="use a running central Luigi scheduler (luigid) instead of the local one")
+    if spark:
+        p.add_argument("--master", help="Spark master URL: local[*], spark://host:7077, yarn, k8s://...")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from codemill.pipelines.pretrain import PretrainReport
-    from codemill.pipelines.runner import build
+    from codemill.config import load_run_config
+    from codemill.pipelines.pretrain import run_pretrain
     from codemill.spark import JavaMissingError, require_java
 
     overrides = _overrides(args)
-    cfg = load_config(args.config, overrides)  # fail on a bad config before anything starts
+    load_run_config(args.config, overrides)  # fail on a bad config before anything starts
     try:
         require_java()
     except JavaMissingError as exc:
         print(f"codemill: {exc}", file=sys.stderr)
         return 2
-    for src in cfg.sources:
-        if not src.resolved_path().exists():
-            raise ConfigError(f"source {src.name!r}: {src.resolved_path()} does not exist")
-    task = PretrainReport(config_path=args.config or "", overrides=overrides)
-    if not build([task], cfg.luigi):
+    task = run_pretrain(args.config, overrides)
+    if task is None:
         print("codemill: the run did not finish; see the errors above. Re-running resumes "
               "from the last completed stage.", file=sys.stderr)
         return 1
-    print("\n" + (task.report_dir / "summary.txt").read_text(), end="")
+    print("\n" + (task.output_dir / "summary.txt").read_text(), end="")
     return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, _overrides(args))
-    print(json.dumps(to_dict(cfg), indent=2))
+    from codemill.config import load_run_config, to_dict
+
+    print(json.dumps(to_dict(load_run_config(args.config, _overrides(args))), indent=2))
     return 0
 
 
@@ -114,6 +124,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selfinstruct(args: argparse.Namespace) -> int:
+    from codemill.pipelines.selfinstruct import run_selfinstruct
+    from codemill.stages.selfinstruct import FUNNEL
+
+    task = run_selfinstruct(args.config, _overrides(args))
+    if task is None:
+        print("codemill: the self-instruct run did not finish; see the errors above. Re-running "
+              "resumes: finished stages are kept and completed model calls are cached.",
+              file=sys.stderr)
+        return 1
+    print(f"\n{(task.output_dir / FUNNEL).read_text()}output: {task.output_dir}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codemill",
@@ -130,12 +154,12 @@ def make_parser() -> argparse.ArgumentParser:
         description="Run the pretraining DAG with Luigi and Spark. Completed stages are "
         "skipped; changed settings re-run the stages they affect.",
     )
-    _add_config_args(run)
+    _add_run_args(run)
     run.set_defaults(func=cmd_run)
 
     show = sub.add_parser("config", help="print a config with defaults and overrides applied",
                           description="Print the config as codemill reads it, as JSON.")
-    _add_config_args(show)
+    _add_run_args(show)
     show.set_defaults(func=cmd_config)
 
     shards = sub.add_parser("shards", help="look into training shards")
@@ -161,10 +185,16 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--mix", action="append", help="train on this mix of --run (repeatable)")
     tr.add_argument("--out", required=True, help="output directory")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    _add_set(tr, "lr=1e-4")
     tr.set_defaults(func=cmd_train)
 
-    add_selfinstruct_cli(sub)
+    si = sub.add_parser(
+        "selfinstruct", help="generate a self-instruct set: questions, tests, solutions, sandbox",
+        description="Run the self-instruct DAG (questions -> dedup -> tests -> solutions -> "
+        "execute -> select) on the [selfinstruct] table of a run config. Finished stages are "
+        "skipped and every model call is cached, so a re-run resumes where a run stopped.")
+    _add_run_args(si, config_required=True, spark=False)
+    si.set_defaults(func=cmd_selfinstruct)
     return parser
 
 

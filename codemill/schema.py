@@ -1,4 +1,4 @@
-"""The data contracts between stages (DESIGN.md §2), as Spark schemas.
+"""The data contracts between stages (docs/architecture.md, data contracts), as Spark schemas.
 
 Every stage reads and writes the *document table*; whatever a stage removes
 goes to the *dropped table*: the same columns plus where and why, so any drop
@@ -11,7 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
     LongType,
@@ -54,6 +55,29 @@ DROPPED_SCHEMA = StructType(
 )
 
 DROPPED_COLUMNS = [f.name for f in DROPPED_SCHEMA.fields]
+
+
+def dropped_rows(df: DataFrame, stage: str, reason: str | Column,
+                 duplicate_of: str | Column | None = None,
+                 detail: str | Column | None = None) -> DataFrame:
+    """Rows of `df` (the document columns, and any others) as dropped-table rows.
+
+    `reason`, `duplicate_of` and `detail` are each a string (the same value on every
+    row), a Column (per row), or None (null)."""
+
+    def value(v: str | Column | None) -> Column:
+        if v is None:
+            return F.lit(None).cast("string")
+        return F.lit(v) if isinstance(v, str) else v
+
+    return df.select(
+        *DOC_COLUMNS,
+        F.lit(stage).alias("stage"),
+        value(reason).alias("reason"),
+        value(duplicate_of).alias("duplicate_of"),
+        value(detail).alias("detail"),
+    )
+
 
 KINDS = ("code", "nl_code", "nl")
 

@@ -52,15 +52,14 @@ def ship_file(spark: SparkSession, path: str | os.PathLike) -> Path:
     copy with that name. Executors find it with `SparkFiles.get(copy.name)`; Spark
     refuses a second file of the same name with other contents, which a fixed name
     (tokenizer.model) would hit when one session serves several runs."""
-    from codemill.atomic import file_sha256
+    from codemill.atomic import atomic_path, file_sha256
 
     source = Path(path)
     copy = Path(tempfile.gettempdir()) / "codemill-shipped" / f"{file_sha256(source)[:16]}-{source.name}"
     if not copy.exists():
         copy.parent.mkdir(parents=True, exist_ok=True)
-        tmp = copy.with_name(f".{copy.name}.{os.getpid()}")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, copy)
+        with atomic_path(copy) as tmp:
+            shutil.copyfile(source, tmp)
     spark.sparkContext.addFile(str(copy))
     return copy
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from codemill.config import SparkConfig, load_config
-from codemill.pipelines.pretrain import PretrainReport
+from codemill.config.run import SparkConfig
 from codemill.pipelines.runner import build
+from codemill.pipelines.task import stage_task
 from codemill.spark import get_spark
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -84,11 +84,9 @@ partitions = 2
     return path
 
 
-def run_dag(config: Path, overrides=(), target=PretrainReport, **luigi_cfg) -> bool:
-    cfg = load_config(config, list(overrides))
-    for key, value in luigi_cfg.items():
-        setattr(cfg.luigi, key, value)
-    return build([target(config_path=str(config), overrides=list(overrides))], cfg.luigi)
+def run_dag(config: Path, overrides=(), target: str = "report", **luigi_cfg) -> bool:
+    task = stage_task(target, config, overrides)
+    return build([task], task.cfg.luigi, **luigi_cfg)
 
 
 @pytest.fixture(scope="session")

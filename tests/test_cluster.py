@@ -12,7 +12,7 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from codemill.pipelines.pretrain import ExactDedup, Ingest
+from codemill.pipelines.task import stage_task
 from codemill.pipelines.tables import table_digest
 from conftest import free_port, listening, wait_for, write_config
 from test_pipeline import shard_checksums
@@ -63,9 +63,9 @@ def test_standalone_cluster_gives_the_local_result(standalone_master, finished_r
         capture_output=True, text=True, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for stage in (Ingest, ExactDedup):
-        on_cluster = stage(config_path=str(config)).output_dir
-        local = stage(config_path=str(finished_run)).output_dir
+    for stage in ("ingest", "exact_dedup"):
+        on_cluster = stage_task(stage, config).output_dir
+        local = stage_task(stage, finished_run).output_dir
         for table in ("docs", "dropped"):
             assert table_digest(on_cluster / table) == table_digest(local / table)
     assert shard_checksums(config) == shard_checksums(finished_run)

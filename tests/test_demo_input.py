@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
-from codemill.config import load_config
-from codemill.pipelines.pretrain import AssignKinds
+from codemill.config import load_run_config
+from codemill.pipelines.task import stage_task
+from codemill.stages import document_chain
 from codemill.stats import StageStats
 from conftest import run_dag
 
 
 def test_stage_counts_add_up_on_the_demo_input(spark, tmp_path):
-    demo = load_config()
+    demo = load_run_config()
     stdlib = demo.sources[0]
     config = tmp_path / "run.toml"
     config.write_text(f"""
@@ -24,11 +25,9 @@ license = "{stdlib.license}"
 exclude = {json.dumps(stdlib.exclude)}
 """)
     # up to the last document stage: the stdlib alone has no NL about code for the mixes
-    assert run_dag(config, target=AssignKinds)
-    task = AssignKinds(config_path=str(config))
-    chain = [task]
-    while chain[0].requires():
-        chain.insert(0, chain[0].requires())
+    assert run_dag(config, target="kinds")
+    task = stage_task("kinds", config)
+    chain = [stage_task(name, config) for name in document_chain(task.cfg)]
     stages = [StageStats.read(t.output_dir / "stats.json") for t in chain]
     assert [s.stage for s in stages] == ["ingest", "exact_dedup", "near_dedup", "filters", "kinds"]
     for s in stages:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from codemill.config import ExactDedupConfig
+from codemill.dedup.config import ExactDedupConfig
 from codemill.dedup.exact import exact_dedup
 from codemill.schema import DOC_SCHEMA
 

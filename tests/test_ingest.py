@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.errors import PythonException
 
-from codemill.config import IngestConfig, SourceConfig
+from codemill.ingest.config import IngestConfig, SourceConfig
 from codemill.errors import InputError, explain
 from codemill.ingest.stage import ingest
 from conftest import STDLIB

@@ -7,7 +7,8 @@ import shutil
 import fasttext
 import pytest
 
-from codemill.config import IngestConfig, KindConfig, SourceConfig
+from codemill.ingest.config import IngestConfig, SourceConfig
+from codemill.mix.config import KindConfig
 from codemill.errors import InputError
 from codemill.ingest.stage import ingest
 from codemill.mix.kinds import assign_kinds, check_classifier_model, kinds_stage

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from codemill.config import ConfigError, MixSpec, load_config
+from codemill.config import load_run_config as load_config
+from codemill.errors import ConfigError
+from codemill.mix.config import MixSpec
 from codemill.errors import InputError
 from codemill.mix.plan import plan_mix, select_copies
 from codemill.schema import DOC_SCHEMA
@@ -40,7 +42,7 @@ def test_shares_must_sum_to_one(tmp_path):
     with pytest.raises(ConfigError, match="sum to 1"):
         load_config(path)
     path.write_text('[[mix.mixes]]\nname = "x"\nshares = { code = 0.5, java = 0.5 }\n')
-    with pytest.raises(ConfigError, match="unknown categories"):
+    with pytest.raises(ConfigError, match=r"mix.mixes\[0\].shares.java: unknown category"):
         load_config(path)
 
 

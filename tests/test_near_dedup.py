@@ -15,7 +15,7 @@ from datasketch.lsh import _optimal_param
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from codemill.config import NearDedupConfig
+from codemill.dedup.config import NearDedupConfig
 from codemill.dedup.components import connected_components
 from codemill.dedup.lsh import band_params, optimal_bands_rows
 from codemill.dedup.minhash import signatures, to_datasketch
@@ -157,7 +157,7 @@ def test_band_params_agree_with_datasketch(threshold, num_perm, weights):
 
 def test_band_params_from_config():
     assert band_params(NearDedupConfig()) == (25, 10)
-    assert band_params(NearDedupConfig(num_perm=250)) == (25, 10)  # DESIGN.md's example
+    assert band_params(NearDedupConfig(num_perm=250)) == (25, 10)  # BigCode's example
     assert band_params(NearDedupConfig(bands=16, rows=16)) == (16, 16)
     with pytest.raises(ValueError):
         band_params(NearDedupConfig(bands=30, rows=10))

@@ -10,11 +10,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import luigi
 
 from codemill.atomic import is_complete
-from codemill.config import load_config
-from codemill.pipelines.pretrain import BuildShards, ExactDedup, Ingest, PretrainReport
+from codemill.config import load_run_config as load_config
+from codemill.pipelines.task import stage_task
 from codemill.pipelines.tables import table_digest
 from codemill.stats import StageStats
 from codemill.tokenize.shards import read_manifest, verify_shards
@@ -44,7 +43,7 @@ def test_shards_of_both_mixes(finished_run):
     import datasets
 
     for mix in ("base", "python"):
-        shard_dir = BuildShards(config_path=str(finished_run), mix=mix).output_dir
+        shard_dir = stage_task("shards", finished_run, item=mix).output_dir
         assert verify_shards(shard_dir) == []
         manifest = read_manifest(shard_dir)
         realised, requested = manifest["mix"]["realised"], manifest["mix"]["requested"]
@@ -57,12 +56,12 @@ def test_shards_of_both_mixes(finished_run):
         assert len(ds) == first["rows"] and len(ds[0]["input_ids"]) == 512
         counts = manifest["counts"]
         assert counts["docs_psm"] + counts["docs_spm"] > 0
-    python_plan = read_manifest(BuildShards(config_path=str(finished_run), mix="python").output_dir)
+    python_plan = read_manifest(stage_task("shards", finished_run, item="python").output_dir)
     assert set(python_plan["mix"]["epochs"]) == {"python", "code", "nl_code", "nl"}
 
 
 def test_shards_inspect_command(finished_run):
-    shard_dir = BuildShards(config_path=str(finished_run), mix="base").output_dir
+    shard_dir = stage_task("shards", finished_run, item="base").output_dir
     result = subprocess.run([*CODEMILL, "shards", "inspect", str(shard_dir)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -71,12 +70,12 @@ def test_shards_inspect_command(finished_run):
 
 def shard_checksums(config: Path) -> dict[str, list[str]]:
     return {mix: [s["sha256"] for s in read_manifest(
-                BuildShards(config_path=str(config), mix=mix).output_dir)["shards"]]
+                stage_task("shards", config, item=mix).output_dir)["shards"]]
             for mix in ("base", "python")}
 
 
 def test_stage_outputs_are_complete_and_fingerprinted(finished_run):
-    task = ExactDedup(config_path=str(finished_run))
+    task = stage_task("exact_dedup", finished_run)
     out = task.output_dir
     assert is_complete(out) and (out / "docs").is_dir() and (out / "dropped").is_dir()
     assert StageStats.read(out / "stats.json").stage == "exact_dedup"
@@ -84,8 +83,8 @@ def test_stage_outputs_are_complete_and_fingerprinted(finished_run):
 
 
 def test_rerun_skips_completed_tasks(finished_run):
-    task = PretrainReport(config_path=str(finished_run))
-    stats_file = ExactDedup(config_path=str(finished_run)).output_dir / "stats.json"
+    task = stage_task("report", finished_run)
+    stats_file = stage_task("exact_dedup", finished_run).output_dir / "stats.json"
     before = stats_file.stat().st_mtime_ns
     assert task.complete()
     assert run_dag(finished_run)
@@ -94,10 +93,10 @@ def test_rerun_skips_completed_tasks(finished_run):
 
 def test_changed_parameter_never_reuses_stale_output(finished_run):
     changed = ["exact_dedup.normalize_whitespace=true"]
-    old = ExactDedup(config_path=str(finished_run))
-    new = ExactDedup(config_path=str(finished_run), overrides=changed)
+    old = stage_task("exact_dedup", finished_run)
+    new = stage_task("exact_dedup", finished_run, changed)
     assert new.output_dir != old.output_dir
-    assert Ingest(config_path=str(finished_run), overrides=changed).output_dir == old.requires().output_dir
+    assert stage_task("ingest", finished_run, changed).output_dir == old.requires()["docs"].output_dir
     assert not new.complete()
     assert run_dag(finished_run, changed)
     assert StageStats.read(new.output_dir / "stats.json").dropped.keys() <= {"exact_duplicate_whitespace"}
@@ -108,10 +107,9 @@ def test_changed_input_file_changes_the_fingerprint(spark, real_tree, tmp_path):
     tree.mkdir()
     (tree / "a.py").write_text("a = 1\n")
     config = write_config(tmp_path / "run.toml", tree, tmp_path / "out")
-    before = Ingest(config_path=str(config)).fingerprint()
+    before = stage_task("ingest", config).fingerprint
     (tree / "b.py").write_text("b = 2\n")
-    luigi.task_register.Register.clear_instance_cache()  # Luigi reuses instances per process
-    assert Ingest(config_path=str(config)).fingerprint() != before
+    assert stage_task("ingest", config).fingerprint != before
 
 
 def test_killed_run_resumes_to_identical_result(finished_run, real_tree, tmp_path):
@@ -130,9 +128,9 @@ def test_killed_run_resumes_to_identical_result(finished_run, real_tree, tmp_pat
     done = subprocess.run([*CODEMILL, "run", str(config)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not list(ingest_root.glob("*.tmp-*"))
-    for stage in (Ingest, ExactDedup):
-        resumed = stage(config_path=str(config)).output_dir
-        reference = stage(config_path=str(finished_run)).output_dir
+    for stage in ("ingest", "exact_dedup"):
+        resumed = stage_task(stage, config).output_dir
+        reference = stage_task(stage, finished_run).output_dir
         assert resumed.name == reference.name
         for table in ("docs", "dropped"):
             assert table_digest(resumed / table) == table_digest(reference / table)
@@ -153,18 +151,18 @@ def test_central_luigid_scheduler(spark, real_tree, tmp_path):
         query = urllib.parse.quote(json.dumps({"status": "DONE"}))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/task_list?data={query}") as r:
             done = json.loads(r.read())["response"]
-        families = {t["name"] for t in done.values()}
-        assert {"Ingest", "ExactDedup", "PretrainReport"} <= families
+        stages = {t["params"]["stage"] for t in done.values()}
+        assert {"ingest", "exact_dedup", "report"} <= stages
     finally:
         luigid.terminate()
         luigid.wait()
 
 
 def test_luigi_command_line_convention(finished_run):
-    # `luigi --module codemill.pipelines.pretrain ...` sees completed work as complete
+    # `luigi --module codemill.pipelines.task RunStage ...` sees completed work as complete
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("luigi")), "--module", "codemill.pipelines.pretrain",
-         "PretrainReport", "--config-path", str(finished_run), "--local-scheduler"],
+        [str(Path(sys.executable).with_name("luigi")), "--module", "codemill.pipelines.task",
+         "RunStage", "--stage", "report", "--config-path", str(finished_run), "--local-scheduler"],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -190,4 +188,5 @@ master = "local[1]"
 
     config.write_text("[ingest]\nmax_file_bytes = -1\n")
     result = subprocess.run([*CODEMILL, "run", str(config)], capture_output=True, text=True)
-    assert result.returncode == 2 and "max_file_bytes must be positive" in result.stderr
+    assert result.returncode == 2
+    assert f"ingest.max_file_bytes: -1 is out of range: must be in [1, inf) (in {config})" in result.stderr

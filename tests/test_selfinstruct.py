@@ -4,7 +4,6 @@ model through the real sandbox."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import json
@@ -18,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from codemill.config import ConfigError
+from codemill.errors import ConfigError
 from codemill.selfinstruct.backends import (
     Backend, BackendError, BackendUnavailable, CachedBackend, HTTPBackend, TransformersBackend,
     VLLMBackend, make_backend)
-from codemill.selfinstruct.config import ModelConfig, SamplingSettings, load_selfinstruct_config
+from codemill.config import load_run_config
+from codemill.selfinstruct.config import ModelBackendConfig, SamplingSettings
 from codemill.selfinstruct.parse import ParseStats, parse_questions, parse_solution, parse_tests
 from codemill.selfinstruct.pipeline import read_jsonl, select_solutions
 from codemill.selfinstruct.prompts import PROMPT_VERSION, chat, instruction_text, question_prompt, solution_prompt
@@ -228,7 +228,7 @@ def test_transformers_backend_loads_a_local_model_and_samples_n_per_prompt(tiny_
 class EchoDevices(Backend):
     """Replies with its process, the prompt and the devices it was given."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelBackendConfig) -> None:
         self.visible = os.environ.get("CUDA_VISIBLE_DEVICES") or "<none>"
 
     def generate(self, prompts: Sequence[str], sampling: SamplingSettings) -> list[list[str]]:
@@ -236,7 +236,7 @@ class EchoDevices(Backend):
 
 
 def test_data_parallel_launcher_splits_prompts_across_two_cpu_workers():
-    echo = ModelConfig(backend="test_selfinstruct:EchoDevices", devices=["cpu", "7"])
+    echo = ModelBackendConfig(backend="test_selfinstruct:EchoDevices", devices=["cpu", "7"])
     with make_backend(echo) as parallel:
         assert len(set(parallel.pids)) == 2 and os.getpid() not in parallel.pids
         replies = parallel.generate(["a", "b", "c"], SamplingSettings(n=2))
@@ -317,15 +317,16 @@ def test_selfinstruct_config_loads_from_toml_with_overrides(tmp_path):
     path.write_text(f'out = "{tmp_path}/out"\n[selfinstruct.code_model]\npath = "/models/code"\n'
                     '[selfinstruct.question_model]\nbackend = "http"\nurl = "http://127.0.0.1:8000"\n'
                     'served_name = "big"\n[selfinstruct.solutions.sampling]\nn = 10\nstop = ["[/PYTHON]"]\n')
-    run, si = load_selfinstruct_config(path, ['selfinstruct.code_model.devices=["0", "1"]'])
+    run = load_run_config(path, ['selfinstruct.code_model.devices=["0", "1"]'])
+    si = run.selfinstruct
     assert run.out == f"{tmp_path}/out" and si.code_model.devices == ["0", "1"]
     assert si.solutions.sampling == SamplingSettings(n=10, stop=("[/PYTHON]",))
     assert si.questions.rounds * len(si.questions.topics) * si.questions.sampling.n * \
         si.questions.per_completion == 60_000  # the paper's scale, about 62k
-    with pytest.raises(ConfigError, match="greedy"):
-        load_selfinstruct_config(path, ["selfinstruct.solutions.sampling.temperature=0"])
-    with pytest.raises(ConfigError, match="selfinstruct"):
-        load_selfinstruct_config(path, ["selfinstruct.solutions.temperature=0.1"])
+    with pytest.raises(ConfigError, match="selfinstruct.solutions.sampling.temperature: greedy"):
+        load_run_config(path, ["selfinstruct.solutions.sampling.temperature=0"])
+    with pytest.raises(ConfigError, match="selfinstruct.solutions.temperature: unknown key"):
+        load_run_config(path, ["selfinstruct.solutions.temperature=0.1"])
 
 
 def test_select_keeps_the_first_passing_or_all_passing():
@@ -400,7 +401,7 @@ class Script:
 class ScriptedModel(Backend):
     """A deterministic model: canned questions, tests and solutions, chosen by the prompt."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelBackendConfig) -> None:
         pass
 
     def generate(self, prompts: Sequence[str], sampling: SamplingSettings) -> list[list[str]]:
@@ -463,7 +464,10 @@ def sp_tokenizer(tmp_path) -> Path:
 def test_dag_end_to_end_with_a_scripted_model_and_the_real_sandbox(tmp_path, sp_tokenizer, capsys):
     import datasets
 
-    from codemill.selfinstruct.tasks import SelectSolutions, add_cli, run_selfinstruct
+    from codemill.cli import main
+    from codemill.pipelines.selfinstruct import run_selfinstruct, selfinstruct_target
+    from codemill.stages.selfinstruct import STATS
+    from codemill.stats import StageStats
     from codemill.train_hooks.shards import ShardReader
 
     config = _write_dag_config(tmp_path, sp_tokenizer)
@@ -475,9 +479,14 @@ def test_dag_end_to_end_with_a_scripted_model_and_the_real_sandbox(tmp_path, sp_
     assert run_selfinstruct(str(config))  # resumes: finished stages kept, the cached call reused
     assert Script.prompts == {"questions": 2, "tests": 5, "solutions": 4}
 
-    task = SelectSolutions(config_path=str(config))
+    task = selfinstruct_target(str(config))
     out = task.output_dir
-    solutions_stats = task.chain()[3].stats()
+    chain = task.requires()
+
+    def stats(stage: str) -> StageStats:
+        return StageStats.read(chain[f"selfinstruct/{stage}"].output_dir / STATS)
+
+    solutions_stats = stats("solutions")
     assert solutions_stats.extra["cache"] == {"hits": 2, "misses": 2, "model_calls": 1}
     funnel = json.loads((out / "funnel.json").read_text())
     assert list(funnel.items()) == [
@@ -485,13 +494,12 @@ def test_dag_end_to_end_with_a_scripted_model_and_the_real_sandbox(tmp_path, sp_
         ("with_parseable_tests", 4), ("candidates_generated", 40), ("candidates_parseable", 38),
         ("candidates_tried", 38), ("candidates_passing", 15), ("questions_with_a_pass", 3), ("kept", 3)]
     assert "generated" in (out / "funnel.txt").read_text()
-    dedup = task.chain()[1]
-    reasons = {r["reason"]: r for r in read_jsonl(dedup.output_dir / "dropped.jsonl")}
+    reasons = {r["reason"]: r for r in read_jsonl(chain["selfinstruct/dedup"].output_dir / "dropped.jsonl")}
     assert reasons["benchmark_contamination"]["detail"] == "humaneval:HumanEval/0"
     assert reasons["near_duplicate"]["question"].endswith("intact.")
     assert reasons["exact_duplicate"]["question"].startswith("write a function that COUNTS")
-    assert dedup.stats().dropped == {"benchmark_contamination": 1, "exact_duplicate": 1, "near_duplicate": 1}
-    assert task.chain()[0].stats().dropped == {"no_list": 2, "too_short": 1}
+    assert stats("dedup").dropped == {"benchmark_contamination": 1, "exact_duplicate": 1, "near_duplicate": 1}
+    assert stats("questions").dropped == {"no_list": 2, "too_short": 1}
 
     rows = datasets.load_from_disk(str(out / "dataset"))
     assert rows.num_rows == 3
@@ -522,10 +530,7 @@ def test_dag_end_to_end_with_a_scripted_model_and_the_real_sandbox(tmp_path, sp_
     before = (out / "selfinstruct.jsonl").read_text()
     for stage in ("questions", "dedup", "tests", "solutions", "execute", "select"):
         shutil.rmtree(tmp_path / "out" / "selfinstruct" / stage)
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())  # this time through the command line
-    args = parser.parse_args(["selfinstruct", str(config)])
-    assert args.func(args) == 0
+    assert main(["selfinstruct", str(config)]) == 0  # this time through the command line
     assert "kept" in capsys.readouterr().out
     assert Script.calls == calls
     assert (out / "selfinstruct.jsonl").read_text() == before

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 import sentencepiece as spm
 
-from codemill.config import FimConfig, PackConfig
+from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.fim import (
     MODES,
     draw_fim,

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from codemill.config import ConfigError
+from codemill.errors import ConfigError
 from codemill.tokenize.fim import FimConfig
 from codemill.tokenize.pack import PackConfig, PackStats, pack_documents
 from codemill.tokenize.shards import (

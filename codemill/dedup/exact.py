@@ -6,9 +6,9 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from codemill.config import ExactDedupConfig
+from codemill.dedup.config import ExactDedupConfig
 from codemill.dedup.keep_rule import keep_order
-from codemill.schema import DOC_COLUMNS, DROPPED_COLUMNS, StageOutput
+from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
 
 STAGE = "exact_dedup"
 
@@ -32,11 +32,6 @@ def exact_dedup(spark: SparkSession, docs: DataFrame, cfg: ExactDedupConfig) -> 
     )
     reason = "exact_duplicate_whitespace" if cfg.normalize_whitespace else "exact_duplicate"
     kept = ranked.where(F.col("_rank") == 1).select(*DOC_COLUMNS)
-    dropped = ranked.where(F.col("_rank") > 1).select(
-        *DOC_COLUMNS,
-        F.lit(STAGE).alias("stage"),
-        F.lit(reason).alias("reason"),
-        F.col("_kept_id").alias("duplicate_of"),
-        F.lit(None).cast("string").alias("detail"),
-    ).select(*DROPPED_COLUMNS)
+    dropped = dropped_rows(ranked.where(F.col("_rank") > 1), STAGE, reason,
+                           duplicate_of=F.col("_kept_id"))
     return StageOutput(kept, dropped)

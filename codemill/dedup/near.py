@@ -25,12 +25,12 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from codemill.config import NearDedupConfig
+from codemill.dedup.config import NearDedupConfig
 from codemill.dedup.components import connected_components
 from codemill.dedup.keep_rule import keep_order
 from codemill.dedup.lsh import band_key_batches, band_params
 from codemill.dedup.shingles import shingle_set_batches
-from codemill.schema import DOC_COLUMNS, DROPPED_SCHEMA, StageOutput
+from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
 from codemill.stats import StageStats
 
 STAGE = "near_dedup"
@@ -232,13 +232,8 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> Ne
     if _fits_broadcast(spark, n_dropped, _DECISION_ROW_BYTES):
         drops = F.broadcast(drops)
     kept = docs.join(drops.select("id"), "id", "left_anti").select(*DOC_COLUMNS)
-    dropped = docs.join(drops, "id").select(
-        *DOC_COLUMNS,
-        F.lit(STAGE).alias("stage"),
-        F.lit(REASON).alias("reason"),
-        F.col("kept_id").alias("duplicate_of"),
-        F.col("cluster_id").alias("detail"),
-    )
+    dropped = dropped_rows(docs.join(drops, "id"), STAGE, REASON,
+                           duplicate_of=F.col("kept_id"), detail=F.col("cluster_id"))
     stats = StageStats(
         stage=STAGE,
         docs_in=n_in,
@@ -266,9 +261,6 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> Ne
 
 def near_dedup_stage(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> StageOutput:
     """The stage as the DAG runs it: kept and dropped tables, the cluster table beside
-    them, and the LSH figures (bands, candidate pairs, cluster sizes) for the stats.
-    Disabled, it keeps every document."""
-    if not cfg.enabled:
-        return StageOutput(docs, spark.createDataFrame([], DROPPED_SCHEMA), {"enabled": False})
+    them, and the LSH figures (bands, candidate pairs, cluster sizes) for the stats."""
     result = near_dedup(spark, docs, cfg)
     return StageOutput(result.kept, result.dropped, result.stats.extra, {"clusters": result.clusters})

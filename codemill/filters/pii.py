@@ -42,7 +42,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -52,19 +52,17 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, StructField, StructType
 
-from codemill.errors import ConfigError
+from codemill.filters.config import PII_KINDS as KINDS, PiiConfig
 from codemill.filters.rules import byte_chunks
 from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, DROPPED_SCHEMA, StageOutput
 
 STAGE = "pii"
 
-KINDS = ("private_key", "aws_key", "github_token", "slack_token", "secret", "email", "ipv6", "ipv4")
 
 # Generic top-level domains accepted besides every two-letter (country) one.
 COMMON_TLDS = frozenset(
     "com net org edu gov mil int info biz name pro mobi app dev io ai tech cloud online site "
     "xyz email mail".split())
-RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
 RESERVED_TLDS = ("example", "test", "invalid", "localhost", "local")
 
 _GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
@@ -77,28 +75,6 @@ _VERSION_CONTEXT = re.compile(
 # Dotted quads whose parts are all this small are section numbers, versions or textbook
 # examples (1.2.3.4, 8.8.8.8); a random host's address almost never looks like that.
 SMALL_OCTET = 32
-
-
-@dataclass
-class PiiConfig:
-    enabled: bool = True
-    kinds: list[str] = field(default_factory=lambda: list(KINDS))
-    email_placeholder: str = "<EMAIL>"
-    ip_placeholder: str = "<IP_ADDRESS>"
-    key_placeholder: str = "<KEY>"
-    # A `secret` literal: at least this long, and this many bits of entropy per character
-    # (random base64 of 16+ chars is ~3.5-4; words and placeholders are well below 3).
-    secret_min_chars: int = 16
-    secret_min_entropy: float = 3.0
-    keep_email_domains: list[str] = field(default_factory=lambda: list(RESERVED_DOMAINS))
-
-
-def validate_pii_config(cfg: PiiConfig) -> None:
-    unknown = sorted(set(cfg.kinds) - set(KINDS))
-    if unknown:
-        raise ConfigError(f"pii.kinds: unknown kind(s) {unknown}; known kinds: {list(KINDS)}")
-    if cfg.secret_min_chars < 1:
-        raise ConfigError("pii.secret_min_chars must be positive")
 
 
 def _entropy(text: str) -> float:
@@ -273,7 +249,6 @@ def scrub_pii(spark: SparkSession, docs: DataFrame, cfg: PiiConfig) -> tuple[Sta
 
     Returns the stage output and the replacement counts per kind plus `documents`,
     the number of documents changed (one Spark job, over the persisted result)."""
-    validate_pii_config(cfg)
     schema = StructType(DOC_SCHEMA.fields + [
         StructField(_count_column(k), IntegerType(), False) for k in KINDS])
     scrubbed = docs.select(*DOC_COLUMNS).mapInArrow(

@@ -10,7 +10,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from codemill.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
+from codemill.ingest.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
 from codemill.errors import InputError
 from codemill.ingest.files import read_files
 from codemill.ingest.records import (
@@ -22,7 +22,7 @@ from codemill.ingest.records import (
 )
 from codemill.ingest.rows import ROW_SCHEMA
 from codemill.ingest.walk import FileEntry, walk_source
-from codemill.schema import DOC_COLUMNS, DROPPED_COLUMNS, StageOutput
+from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
 
 STAGE = "ingest"
 
@@ -123,11 +123,6 @@ def ingest(
     # Both outputs derive from one pass over the inputs.
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     kept = rows.where(F.col("reason").isNull()).select(*DOC_COLUMNS)
-    dropped = rows.where(F.col("reason").isNotNull()).select(
-        *DOC_COLUMNS,
-        F.lit(STAGE).alias("stage"),
-        "reason",
-        F.lit(None).cast("string").alias("duplicate_of"),
-        "detail",
-    ).select(*DROPPED_COLUMNS)
+    dropped = dropped_rows(rows.where(F.col("reason").isNotNull()), STAGE, F.col("reason"),
+                           detail=F.col("detail"))
     return StageOutput(kept, dropped)

@@ -9,9 +9,6 @@ one trained here on the documents whose kind is certain.
 
 from __future__ import annotations
 
-import functools
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,11 +16,12 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from codemill.config import KindConfig
+from codemill.mix.config import KindConfig
 from codemill.errors import InputError
+from codemill.fasttext_models import (
+    LABEL_PREFIX, ModelRef, checked_model, executor_model, ship_model, train_classifier)
 from codemill.ingest.languages import NL_CODE_LANGS, NL_LANGS
 from codemill.schema import DROPPED_SCHEMA, StageOutput
-from codemill.spark import ship_file
 
 LABELS = ("code", "nl_code", "nl")
 # File names that tell the kind of a plain-text file: they label the classifier's training data.
@@ -53,8 +51,6 @@ def fasttext_line(text: str) -> str:
 def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int) -> dict[str, int]:
     """Train a fastText model on up to EXAMPLES_PER_LABEL documents per derived label,
     chosen by a seeded hash of their id. Returns the labelled documents per kind."""
-    import fasttext
-
     labelled = (
         docs.select("id", "content", derived_label().alias("label"))
         .where(F.col("label").isNotNull())
@@ -75,41 +71,22 @@ def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int) -> dict[st
         examples += [(label, texts[i % len(texts)]) for i in range(per_label)] if texts else []
     counts = {label: int(available.get(label, 0)) for label in LABELS}
     examples.sort(key=lambda e: (e[0], e[1]))
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-        for label, text in examples:
-            f.write(f"__label__{label} {text}\n")
-    try:
-        # one thread: fastText's training is deterministic only single-threaded
-        model = fasttext.train_supervised(f.name, epoch=10, lr=0.5, wordNgrams=2, dim=32,
-                                          thread=1, seed=seed, verbose=0)
-    finally:
-        os.unlink(f.name)
-    model.save_model(str(out_path))
+    train_classifier(examples, out_path, epoch=10, lr=0.5, word_ngrams=2, dim=32, seed=seed)
     return counts
 
 
-@functools.lru_cache(maxsize=2)
-def _load_model(path: str):
-    import fasttext
-
-    return fasttext.load_model(path)
-
-
 def check_classifier_model(path: str) -> None:
-    if not Path(path).is_file():
-        raise InputError(f"kinds.classifier_model: {path} does not exist")
-    labels = {lab.removeprefix("__label__") for lab in _load_model(path).get_labels()}
-    if not labels <= set(LABELS):
-        raise InputError(f"kinds.classifier_model {path}: labels {sorted(labels)} are not "
-                         f"among {['__label__' + lab for lab in LABELS]}")
+    checked_model(path, "kinds.classifier_model", error=InputError,
+                  labels_ok=lambda labels: set(labels) <= set(LABELS),
+                  labels_rule=f"has labels that are not among {[LABEL_PREFIX + lab for lab in LABELS]}")
 
 
-def _predict(batches: Iterator[pa.RecordBatch], model_path: str) -> Iterator[pa.RecordBatch]:
-    model = _load_model(model_path)
+def _predict(batches: Iterator[pa.RecordBatch], model_ref: ModelRef) -> Iterator[pa.RecordBatch]:
+    model = executor_model(model_ref)
     for batch in batches:
         texts = [fasttext_line(t) for t in batch.column("content").to_pylist()]
         labels, _ = model.predict(texts) if texts else ([], [])
-        kinds = [lab[0].removeprefix("__label__") for lab in labels]
+        kinds = [lab[0].removeprefix(LABEL_PREFIX) for lab in labels]
         yield pa.RecordBatch.from_arrays([batch.column("id"), pa.array(kinds, pa.string())],
                                          names=["id", "predicted"])
 
@@ -126,16 +103,10 @@ def assign_kinds(
     by_name = F.when(ambiguous, derived_label())
     out = docs
     if model_path is not None:
-        shipped = str(ship_file(spark, model_path))
-
-        def predict(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            from pyspark import SparkFiles
-
-            local = shipped if Path(shipped).exists() else SparkFiles.get(Path(shipped).name)
-            yield from _predict(batches, local)
-
+        ref = ship_model(spark, model_path)
         predicted = docs.where(ambiguous & source_kind.isNull() & by_name.isNull()) \
-            .select("id", "content").mapInArrow(predict, "id string, predicted string")
+            .select("id", "content").mapInArrow(lambda batches: _predict(batches, ref),
+                                                "id string, predicted string")
         out = docs.join(predicted, "id", "left")
     else:
         out = docs.withColumn("predicted", F.lit(None).cast("string"))

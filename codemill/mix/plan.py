@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from codemill.config import MixSpec
+from codemill.mix.config import MixSpec
 from codemill.errors import InputError
 
 

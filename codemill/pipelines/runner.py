@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import luigi
 from luigi.execution_summary import LuigiStatusCode
 
 from codemill.config import LuigiConfig
 
 
-def build(tasks: list[luigi.Task], cfg: LuigiConfig) -> bool:
-    """Run `tasks` and their dependencies; True when all of them are complete."""
+def build(tasks: list[luigi.Task], cfg: LuigiConfig, **overrides: Any) -> bool:
+    """Run `tasks` and their dependencies; True when all of them are complete.
+    `overrides` replace settings of `cfg` for this call (e.g. workers=2)."""
+    cfg = dataclasses.replace(cfg, **overrides)
     if cfg.local_scheduler:
         where = {"local_scheduler": True}
     else:

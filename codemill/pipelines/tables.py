@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from codemill.schema import StageOutput
 from codemill.stats import StageStats
 
 _PART = re.compile(r"part-(\d+)")
+STATS = "stats.json"
 
 
 def write_table(df: DataFrame, path: Path) -> None:
@@ -70,3 +73,26 @@ def compute_stats(
         seconds=round(seconds, 3),
         dropped_bytes={reason: b for reason, (_, b) in sorted(by_reason.items())},
     ).check()
+
+
+def write_stage_output(spark: SparkSession, stage: str, out: StageOutput, upstream: Path | None,
+                       work_dir: Path, started: float) -> StageStats:
+    """Write a stage's kept and dropped tables, its extra tables and `stats.json`. Its
+    input counts are the upstream stage's output counts (none upstream: the stage's
+    input is what it kept plus what it dropped); the stats check that they add up."""
+    write_table(out.kept, work_dir / "docs")
+    write_table(out.dropped, work_dir / "dropped")
+    for name, table in out.tables.items():
+        table.write.parquet(str(work_dir / name))
+    source = StageStats.read(upstream / STATS) if upstream else None
+    stats = compute_stats(
+        stage,
+        source.docs_out if source else None,
+        source.bytes_out if source else None,
+        read_table(spark, work_dir / "docs"),
+        read_table(spark, work_dir / "dropped"),
+        time.monotonic() - started,
+    )
+    stats.extra.update(out.extra)
+    stats.write(work_dir / STATS)
+    return stats

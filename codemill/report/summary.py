@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from codemill.config import RunConfig
+from codemill.atomic import write_text_atomic
 from codemill.pipelines.tables import read_table
 from codemill.stats import StageStats
 from codemill.tokenize.shards import read_manifest
@@ -39,7 +38,7 @@ def _mix_summary(shard_dir: Path) -> dict[str, Any]:
 
 
 def build_report(
-    spark: SparkSession, cfg: RunConfig, stage_dirs: dict[str, Path], shard_dirs: dict[str, Path]
+    spark: SparkSession, cfg: Any, stage_dirs: dict[str, Path], shard_dirs: dict[str, Path]
 ) -> dict[str, Any]:
     stages = [StageStats.read(d / "stats.json") for d in stage_dirs.values()]
     final_dir = list(stage_dirs.values())[-1]
@@ -124,21 +123,16 @@ def format_summary(report: dict[str, Any], top_langs: int = 12) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(
-    spark: SparkSession, cfg: RunConfig, tasks: list, shard_dirs: dict[str, Path], report_dir: Path
+    spark: SparkSession, cfg: Any, stage_dirs: dict[str, Path], shard_dirs: dict[str, Path],
+    report_dir: Path,
 ) -> dict[str, Any]:
     """Write report.json and summary.txt for this run, and as the output root's latest."""
-    report = build_report(spark, cfg, {t.stage: t.output_dir for t in tasks}, shard_dirs)
+    report = build_report(spark, cfg, stage_dirs, shard_dirs)
     text = format_summary(report)
     report_dir.mkdir(parents=True, exist_ok=True)
     blob = json.dumps(report, indent=2, sort_keys=True) + "\n"
     for directory in (cfg.out_path(), report_dir):
-        _write_atomic(directory / "summary.txt", text)
-        _write_atomic(directory / "report.json", blob)
+        write_text_atomic(directory / "summary.txt", text)
+        write_text_atomic(directory / "report.json", blob)
     return report

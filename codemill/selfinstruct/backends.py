@@ -26,14 +26,14 @@ import os
 import traceback
 import urllib.error
 import urllib.request
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from codemill.atomic import write_text_atomic
 from codemill.errors import ConfigError
-from codemill.selfinstruct.config import ModelConfig, SamplingSettings
+from codemill.selfinstruct.config import ModelBackendConfig, SamplingSettings
 
 Completions = list[list[str]]
 
@@ -92,7 +92,7 @@ def model_digest(root: Path, small: int = 16 << 20) -> str:
     return h.hexdigest()
 
 
-def model_identity(cfg: ModelConfig) -> dict[str, Any]:
+def model_identity(cfg: ModelBackendConfig) -> dict[str, Any]:
     """What, besides prompt and sampling, decides a model's output: the cache key's model
     part and the stages' fingerprints. Cheap: never loads the model."""
     if cfg.backend == "http":
@@ -258,7 +258,7 @@ class HTTPBackend(Backend):
 
 # --- construction ---------------------------------------------------------------------------
 
-def make_backend(cfg: ModelConfig) -> Backend:
+def make_backend(cfg: ModelBackendConfig) -> Backend:
     """The backend a model config names (data parallel when it lists devices)."""
     if cfg.devices:
         return DataParallelBackend(cfg)
@@ -316,10 +316,9 @@ class CachedBackend(Backend):
     def _store(self, key: str, prompt: str, sampling: SamplingSettings, samples: list[str]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-        tmp.write_text(json.dumps({"model": self.identity, "prompt": prompt,
-                                   "sampling": dataclasses.asdict(sampling), "samples": samples}))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps({"model": self.identity, "prompt": prompt,
+                                            "sampling": dataclasses.asdict(sampling),
+                                            "samples": samples}))
 
     def generate(self, prompts: Sequence[str], sampling: SamplingSettings) -> Completions:
         keys = [self.key(p, sampling) for p in prompts]
@@ -350,7 +349,7 @@ class CachedBackend(Backend):
 
 # --- data parallel -----------------------------------------------------------------------------
 
-def _serve(conn: Any, cfg: ModelConfig, visible: str) -> None:
+def _serve(conn: Any, cfg: ModelBackendConfig, visible: str) -> None:
     """A worker: pin its devices before anything imports torch, build the backend once,
     then answer (prompts, sampling) requests until the parent closes the pipe."""
     os.environ["CUDA_VISIBLE_DEVICES"] = visible
@@ -379,7 +378,7 @@ class DataParallelBackend(Backend):
     each holding its own long-lived backend. A call's prompts are split into contiguous,
     near-equal parts, one per worker, generated at once and joined in order."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelBackendConfig) -> None:
         # spawn, not fork: CUDA cannot be initialised again in a forked child
         context = multiprocessing.get_context("spawn")
         single = dataclasses.replace(cfg, devices=[])

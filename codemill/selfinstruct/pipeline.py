@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from codemill.config import FimConfig, PackConfig
+from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.dedup.lsh import band_hashes, optimal_bands_rows
 from codemill.dedup.minhash import signatures
 from codemill.dedup.shingles import shingles
@@ -37,10 +37,9 @@ from codemill.selfinstruct.prompts import (
     tests_prompt)
 from codemill.selfinstruct.sandbox import Candidate, Sandbox
 from codemill.stats import StageStats
-from codemill.tokenize.pack import PackStats
+from codemill.tokenize.pack import SequencePacker
 from codemill.tokenize.shards import ShardWriter, write_manifest
 from codemill.tokenize.tokenizer import load_tokenizer
-from codemill.train_hooks.shards import LOSS_SPANS, instruction_schema
 
 Record = dict[str, Any]
 
@@ -275,7 +274,7 @@ def execute_candidates(records: Sequence[Record], sandbox: Sandbox, chunk: int =
 def select_solutions(records: Sequence[Record], keep: str, provenance: Mapping[str, Any]
                      ) -> StageResult:
     """One row per question with its first passing candidate (keep="first"), or one per
-    passing candidate (keep="all"), with the fields of DESIGN.md §2. `provenance`: the
+    passing candidate (keep="all"), with the fields of the self-instruct record (docs/architecture.md, data contracts). `provenance`: the
     models and sampling settings, recorded on every row."""
     started, rows = time.monotonic(), []
     for rec in records:
@@ -363,15 +362,6 @@ def write_dataset(rows: Sequence[Record], out_dir: Path) -> None:
     write_jsonl(out_dir / "instruct.jsonl", instruction_rows(rows))
 
 
-class _InstructionShardWriter(ShardWriter):
-    """ShardWriter checks and writes batches against `self.schema`; instruction rows carry
-    `loss_spans` as well (codemill.train_hooks.shards)."""
-
-    def __init__(self, out_dir: Path, seq_len: int) -> None:
-        super().__init__(out_dir, seq_len)
-        self.schema = instruction_schema(seq_len)
-
-
 def write_instruction_shards(rows: Sequence[Record], tokenizer_path: str, seq_len: int,
                              out_dir: Path) -> dict[str, int]:
     """Shards for the training loop's instruction mode: examples packed whole into rows of
@@ -379,47 +369,26 @@ def write_instruction_shards(rows: Sequence[Record], tokenizer_path: str, seq_le
     document (`doc_starts`) whose answer tokens and EOS are its `loss_spans`. Examples
     longer than seq_len are skipped (counted), never cut."""
     tok = load_tokenizer(tokenizer_path)
-    ids: list[list[int]] = []
-    starts: list[list[int]] = []
-    spans: list[list[int]] = []
-    row: list[int] = []
-    too_long = tokens = 0
+    packer = SequencePacker(seq_len, tok.bos_id, tok.eos_id, tok.eos_id, whole=True, loss_spans=True)
+    bodies: list[np.ndarray] = []
+    spans: list[tuple[int, int]] = []  # from the example's BOS: the answer and EOS
     for example in rows:
         prompt, answer = instruction_turn(example["question"], example["solution"])
-        prompt_ids = [tok.bos_id, *tok.encode(prompt)]
-        answer_ids = [*tok.encode_no_prefix(answer), tok.eos_id]
-        size = len(prompt_ids) + len(answer_ids)
-        if size > seq_len:
-            too_long += 1
-            continue
-        if not ids or len(row) + size > seq_len:
-            row = []
-            ids.append(row)
-            starts.append([])
-            spans.append([])
-        starts[-1].append(len(row))
-        spans[-1] += [len(row) + len(prompt_ids), len(row) + size]
-        row += prompt_ids + answer_ids
-        tokens += size
-    counts = [len(r) for r in ids]
-    schema = instruction_schema(seq_len)
+        prompt_ids, answer_ids = tok.encode(prompt), tok.encode_no_prefix(answer)
+        size = len(prompt_ids) + len(answer_ids) + 2  # with BOS and EOS, which the packer adds
+        if size <= seq_len:
+            bodies.append(np.array([*prompt_ids, *answer_ids], dtype=np.int32))
+            spans.append((1 + len(prompt_ids), size))
+    packed, too_long = len(bodies), len(rows) - len(bodies)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _InstructionShardWriter(out_dir, seq_len) as writer:
-        if ids:
-            padded = np.full((len(ids), seq_len), tok.eos_id, dtype=np.int32)
-            for k, r in enumerate(ids):
-                padded[k, :len(r)] = r
-            writer.write(pa.RecordBatch.from_arrays([
-                pa.FixedSizeListArray.from_arrays(pa.array(padded.ravel()),
-                                                  type=schema.field("input_ids").type),
-                pa.array(starts, schema.field("doc_starts").type),
-                pa.array(counts, pa.int32()),
-                pa.array(spans, schema.field(LOSS_SPANS).type),
-            ], schema=schema))
-    packed = len(rows) - too_long
-    stats = PackStats(docs_in=packed, docs_packed=packed, tokens=tokens, sequences=len(ids),
-                      pad_tokens=len(ids) * seq_len - tokens)
+    with ShardWriter(out_dir, seq_len, loss_spans=True) as writer:
+        for batch in (packer.add(bodies, spans), packer.finish()):
+            if batch is not None:
+                writer.write(batch)
+    stats = packer.stats
+    stats.docs_in = stats.docs_packed = packed
     write_manifest(out_dir, tokenizer=tok, pack=PackConfig(seq_len=seq_len), fim=FimConfig(rate=0.0),
                    seed=0, shards=writer.shards, stats=stats,
                    mix={"selfinstruct": {"examples": packed, "too_long": too_long}})
-    return {"examples": packed, "too_long": too_long, "sequences": len(ids), "tokens": tokens}
+    return {"examples": packed, "too_long": too_long, "sequences": stats.sequences,
+            "tokens": stats.tokens}

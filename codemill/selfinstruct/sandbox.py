@@ -90,6 +90,10 @@ import traceback
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # this file also runs as the workers' script: no codemill imports there
+    from codemill.selfinstruct.config import SandboxConfig
 
 LAYERS: dict[str, str] = {
     "mount": "private mount namespace: read-only filesystem, scratch tmpfs, /proc and /run hidden",
@@ -117,21 +121,6 @@ class Candidate:
                 raise ValueError(f"entry point is not an identifier: {self.entry_point!r}")
             source += f"\n\ncheck({self.entry_point})\n"
         return source
-
-
-@dataclass(frozen=True)
-class SandboxConfig:
-    timeout_s: float = 5.0              # wall clock per candidate
-    memory_bytes: int = 1 << 30         # per process (RLIMIT_AS) and for its whole tree (cgroup)
-    max_processes: int = 16             # processes and threads (RLIMIT_NPROC and cgroup)
-    max_file_bytes: int = 16 << 20      # RLIMIT_FSIZE
-    max_open_files: int = 256           # RLIMIT_NOFILE
-    scratch_bytes: int = 64 << 20       # size of each worker's scratch tmpfs
-    output_bytes: int = 4096            # tail kept of stdout and of stderr
-    workers: int = 0                    # 0: one per usable core
-    uid_base: int = 1_500_000_000       # worker i runs candidates as uid/gid uid_base + i: an
-                                        # unused range; concurrent Sandboxes want distinct ones
-    allow_weaker_isolation: bool = False
 
 
 @dataclass(frozen=True)
@@ -247,7 +236,10 @@ class Sandbox:
     """
 
     def __init__(self, cfg: SandboxConfig | None = None) -> None:
-        self.cfg = cfg or SandboxConfig()
+        if cfg is None:
+            from codemill.selfinstruct.config import SandboxConfig
+            cfg = SandboxConfig()
+        self.cfg = cfg
         count = self.cfg.workers or len(os.sched_getaffinity(0))
         self._workers: list[_Worker] = []
         try:

@@ -1,4 +1,4 @@
-"""Fill-in-the-middle, exactly as Code Llama trains it (DESIGN.md §3).
+"""Fill-in-the-middle, exactly as Code Llama trains it (docs/architecture.md, Code Llama's recipe).
 
 Each document is split at two character positions drawn independently and
 uniformly over its length; with probability `rate` it is rewritten as
@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from codemill.config import FimConfig
+from codemill.tokenize.config import FimConfig
 from codemill.tokenize.tokenizer import Tokenizer
 
 Mode = Literal["none", "psm", "spm"]

@@ -13,7 +13,7 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from codemill.config import FimConfig, PackConfig
+from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.pack import PackStats, pack_documents
 from codemill.tokenize.shards import ShardInfo, rename_shards
 from codemill.spark import ship_file

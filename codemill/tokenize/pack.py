@@ -15,6 +15,10 @@ pad id = EOS, loss-masked by `num_tokens`): nothing is lost silently, and a smal
 source still yields a sequence. `remainder="drop"` drops it, as Megatron does, and
 counts the tokens dropped. Either way there is one partial row per stream (per
 Spark partition), negligible at scale.
+
+Instruction examples (codemill.selfinstruct) go through the same packer with
+`whole=True`: never cut, each row padded where the next example does not fit, and
+rows carry `loss_spans` (codemill.tokenize.shard_format).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from codemill.config import FimConfig, PackConfig
+from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.fim import encode_documents
+from codemill.tokenize.shard_format import instruction_schema, sequence_schema
 from codemill.tokenize.tokenizer import Tokenizer
 
 
@@ -56,22 +61,15 @@ class PackStats:
         return asdict(self)
 
 
-def sequence_schema(seq_len: int) -> pa.Schema:
-    # Fixed-size rows: no offsets at all, so nothing can overflow 32-bit offsets, and
-    # a shard's token buffer is one flat int32 array that loaders can slice.
-    item = pa.field("item", pa.int32(), nullable=False)
-    return pa.schema(
-        [
-            pa.field("input_ids", pa.list_(item, seq_len), nullable=False),
-            pa.field("doc_starts", pa.list_(item), nullable=False),
-            pa.field("num_tokens", pa.int32(), nullable=False),
-        ],
-        metadata={"seq_len": str(seq_len)},
-    )
-
-
 class SequencePacker:
-    """Turns batches of token arrays into record batches of full rows; keeps the tail."""
+    """Turns batches of token arrays into record batches of full rows; keeps the tail.
+
+    Every document is framed `<s> doc </s>`. By default the stream of documents is cut
+    every seq_len tokens (the module docstring). With `whole=True` (instruction examples)
+    a document never straddles two rows: one that does not fit in the rest of the row
+    starts the next row, and the row is padded; each document must fit in one row.
+    `loss_spans=True` (whole documents only) adds the instruction column: `add` then
+    takes each document's [start, end) answer span, in offsets from its BOS."""
 
     def __init__(
         self,
@@ -81,75 +79,127 @@ class SequencePacker:
         pad_id: int,
         remainder: Literal["pad", "drop"] = "pad",
         stats: PackStats | None = None,
+        *,
+        whole: bool = False,
+        loss_spans: bool = False,
     ) -> None:
         if seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+        if loss_spans and not whole:
+            raise ValueError("loss_spans need whole documents: a span must not cross rows")
         self.seq_len, self.bos_id, self.eos_id, self.pad_id = seq_len, bos_id, eos_id, pad_id
-        self.remainder = remainder
+        self.remainder, self.whole, self.loss_spans = remainder, whole, loss_spans
         self.stats = stats if stats is not None else PackStats()
-        self.schema = sequence_schema(seq_len)
+        self.schema = instruction_schema(seq_len) if loss_spans else sequence_schema(seq_len)
         self._tail = np.empty(0, dtype=np.int32)
         self._tail_starts = np.empty(0, dtype=np.int64)
+        self._tail_spans = np.empty((0, 2), dtype=np.int64)
 
-    def add(self, docs: Sequence[np.ndarray]) -> pa.RecordBatch | None:
-        """Append documents (ids without BOS/EOS); returns the rows completed, if any."""
+    def add(self, docs: Sequence[np.ndarray], spans: Sequence[tuple[int, int]] | None = None
+            ) -> pa.RecordBatch | None:
+        """Append documents (ids without BOS/EOS), with their answer spans when the packer
+        has loss_spans; returns the rows completed, if any."""
+        if (spans is not None) != self.loss_spans or spans is not None and len(spans) != len(docs):
+            raise ValueError("give one span per document exactly when the packer has loss_spans")
         if not docs:
             return None
         lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs)) + 2
-        self.stats.docs_long += int(np.count_nonzero(lengths > self.seq_len))
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
         n_tail = len(self._tail)
+        if self.whole:
+            starts, pads = self._place(lengths, n_tail)
+            ends = starts + lengths
+        else:
+            self.stats.docs_long += int(np.count_nonzero(lengths > self.seq_len))
+            ends = np.cumsum(lengths)
+            starts = ends - lengths
+            pads = np.empty(0, dtype=np.int64)
         stream = np.empty(n_tail + int(ends[-1]), dtype=np.int32)
         stream[:n_tail] = self._tail
         new = stream[n_tail:]
         body = np.ones(len(new), dtype=bool)
+        for pad in pads.tolist():  # padding runs from `pad` to the end of its row
+            row_end = pad + self.seq_len - (n_tail + pad) % self.seq_len
+            body[pad:row_end] = False
+            new[pad:row_end] = self.pad_id
         body[starts] = body[ends - 1] = False
         new[body] = np.concatenate(docs)
         new[starts] = self.bos_id
         new[ends - 1] = self.eos_id
         doc_starts = np.concatenate([self._tail_starts, starts + n_tail])
+        doc_spans = self._tail_spans
+        if spans is not None:
+            doc_spans = np.concatenate([doc_spans, np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+                                        + (starts + n_tail)[:, None]])
 
         cut = len(stream) // self.seq_len * self.seq_len
         self._tail = stream[cut:].copy()
         self._tail_starts = doc_starts[doc_starts >= cut] - cut
+        self._tail_spans = doc_spans[doc_spans[:, 0] >= cut] - cut
         if cut == 0:
             return None
-        return self._rows(stream[:cut], doc_starts[doc_starts < cut], cut)
+        return self._rows(stream[:cut], doc_starts[doc_starts < cut], pads + n_tail,
+                          doc_spans[doc_spans[:, 0] < cut])
+
+    def _place(self, lengths: np.ndarray, n_tail: int) -> tuple[np.ndarray, np.ndarray]:
+        """Whole documents: each one's start after the tail, and where padding starts (a
+        document that does not fit in the rest of its row moves to the next)."""
+        if lengths.max() > self.seq_len:
+            raise ValueError(f"a document of {lengths.max()} tokens with BOS/EOS does not fit "
+                             f"in a row of {self.seq_len}")
+        starts = np.empty(len(lengths), dtype=np.int64)
+        pads = []
+        pos = 0
+        fill = n_tail  # the tail is the row being filled
+        for i, length in enumerate(lengths.tolist()):
+            if fill + length > self.seq_len:
+                pads.append(pos)
+                pos += self.seq_len - fill
+                fill = 0
+            starts[i] = pos
+            pos += length
+            fill = (fill + length) % self.seq_len
+        return starts, np.array(pads, dtype=np.int64)
 
     def finish(self) -> pa.RecordBatch | None:
         """The final partial row, padded (or dropped and counted)."""
         n = len(self._tail)
         if n == 0:
             return None
-        tail, starts = self._tail, self._tail_starts
+        tail, starts, spans = self._tail, self._tail_starts, self._tail_spans
         self._tail = np.empty(0, dtype=np.int32)
         self._tail_starts = np.empty(0, dtype=np.int64)
+        self._tail_spans = np.empty((0, 2), dtype=np.int64)
         if self.remainder == "drop":
             self.stats.dropped_tokens += n
             return None
         row = np.full(self.seq_len, self.pad_id, dtype=np.int32)
         row[:n] = tail
-        self.stats.pad_tokens += self.seq_len - n
-        return self._rows(row, starts, n)
+        return self._rows(row, starts, np.array([n]), spans)
 
-    def _rows(self, flat: np.ndarray, starts: np.ndarray, n_real: int) -> pa.RecordBatch:
+    def _rows(self, flat: np.ndarray, starts: np.ndarray, pads: np.ndarray,
+              spans: np.ndarray) -> pa.RecordBatch:
+        """Rows from `flat` (whole rows), given the offsets in it of the documents' BOS, of
+        the padding that ends rows, and of the answer spans ((k, 2) [start, end) pairs)."""
         n_rows = len(flat) // self.seq_len
-        row_of_start = starts // self.seq_len
-        offsets = np.searchsorted(row_of_start, np.arange(n_rows + 1)).astype(np.int32)
+        offsets = np.searchsorted(starts // self.seq_len, np.arange(n_rows + 1)).astype(np.int32)
         num_tokens = np.full(n_rows, self.seq_len, dtype=np.int32)
-        num_tokens[-1] = n_real - (n_rows - 1) * self.seq_len
+        num_tokens[pads // self.seq_len] = pads % self.seq_len
         in_row = (starts % self.seq_len).astype(np.int32)
-        self.stats.tokens += n_real
+        real = int(num_tokens.sum(dtype=np.int64))
+        self.stats.tokens += real
+        self.stats.pad_tokens += n_rows * self.seq_len - real
         self.stats.sequences += n_rows
-        return pa.RecordBatch.from_arrays(
-            [
-                pa.FixedSizeListArray.from_arrays(pa.array(flat), self.seq_len),
-                pa.ListArray.from_arrays(pa.array(offsets), pa.array(in_row)),
-                pa.array(num_tokens),
-            ],
-            schema=self.schema,
-        )
+        columns = [
+            pa.FixedSizeListArray.from_arrays(pa.array(flat), self.seq_len),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(in_row)),
+            pa.array(num_tokens),
+        ]
+        if self.loss_spans:
+            row_of_span = spans[:, 0] // self.seq_len
+            span_offsets = 2 * np.searchsorted(row_of_span, np.arange(n_rows + 1)).astype(np.int32)
+            in_row_spans = (spans - (row_of_span * self.seq_len)[:, None]).astype(np.int32).ravel()
+            columns.append(pa.ListArray.from_arrays(pa.array(span_offsets), pa.array(in_row_spans)))
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
 
 def pack_documents(

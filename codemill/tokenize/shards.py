@@ -1,4 +1,4 @@
-"""Training shards on disk (DESIGN.md §2): Arrow IPC stream files plus a manifest.
+"""Training shards on disk (docs/architecture.md, data contracts): Arrow IPC stream files plus a manifest.
 
 A shard directory holds `shard-00000.arrow`, … (uncompressed IPC *stream* format,
 the format of Hugging Face `datasets` cache files, so `Dataset.from_file` opens
@@ -19,22 +19,20 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from codemill.atomic import file_sha256
-from codemill.config import FimConfig, PackConfig
+from codemill.atomic import AtomicFile, atomic_path, file_sha256, write_text_atomic
+from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.fim import render
-from codemill.tokenize.pack import PackStats, sequence_schema
+from codemill.tokenize.pack import PackStats
+# the format (schemas, manifest reading, verification) is shard_format's; importers of
+# read_manifest and verify_shards find them here too
+from codemill.tokenize.shard_format import (  # noqa: F401
+    FORMAT, MANIFEST, TOKENIZER_FILE, ShardError, instruction_schema, read_manifest, sequence_schema,
+    verify_shards)
 from codemill.tokenize.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
-MANIFEST = "manifest.json"
-TOKENIZER_FILE = "tokenizer.model"
-FORMAT = "codemill-shards/1"
 # Record batches of ~16 MiB: large enough that per-batch overhead vanishes, small
 # enough that a loader touching one sequence maps little.
 BATCH_BYTES = 16 << 20
-
-
-class ShardError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -64,10 +62,12 @@ class ShardWriter:
         prefix: str = "shard",
         rows_per_batch: int | None = None,
         batches_per_shard: int = 16,
+        loss_spans: bool = False,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.schema = sequence_schema(seq_len)
+        # instruction rows (loss_spans) add a column
+        self.schema = instruction_schema(seq_len) if loss_spans else sequence_schema(seq_len)
         self.prefix = prefix
         self.rows_per_batch = rows_per_batch or max(1, BATCH_BYTES // (4 * seq_len))
         self.batches_per_shard = batches_per_shard
@@ -151,8 +151,8 @@ class _HashingFile:
 class _OpenShard:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self._file = _HashingFile(open(self.tmp, "wb"))
+        self._target = AtomicFile(path, "wb")
+        self._file = _HashingFile(self._target.file)
         self._sink = pa.PythonFile(self._file, mode="w")
         self._writer = pa.ipc.new_stream(self._sink, schema)
         self.rows = self.batches = 0
@@ -165,14 +165,14 @@ class _OpenShard:
     def finish(self) -> ShardInfo:
         self._writer.close()
         self._sink.close()
-        os.replace(self.tmp, self.path)
+        self._target.commit()
         size = self.path.stat().st_size
         return ShardInfo(self.path.name, self.rows, size, self._file.sha256.hexdigest())
 
     def discard(self) -> None:
         self._writer.close()
         self._sink.close()
-        self.tmp.unlink(missing_ok=True)
+        self._target.discard()
 
 
 def rename_shards(out_dir: str | os.PathLike, shards: Sequence[ShardInfo]) -> list[ShardInfo]:
@@ -211,9 +211,8 @@ def write_manifest(
         raise ShardError(f"{out}: the shards hold {rows} sequences, the stats {stats.sequences}")
     model = out / TOKENIZER_FILE
     if not model.exists() or file_sha256(model) != tokenizer.sha256:
-        tmp = model.with_name(f".{model.name}.tmp-{os.getpid()}")
-        shutil.copyfile(tokenizer.path, tmp)
-        os.replace(tmp, model)
+        with atomic_path(model) as tmp:
+            shutil.copyfile(tokenizer.path, tmp)
     manifest = {
         "format": FORMAT,
         "seq_len": pack.seq_len,
@@ -232,68 +231,8 @@ def write_manifest(
         "counts": stats.to_dict(),
         "shards": [asdict(s) for s in shards],
     }
-    tmp = out / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
-
-
-def read_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(shard_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ShardError(f"{path} does not exist: not a shard directory, or not finished") from None
-    except json.JSONDecodeError as exc:
-        raise ShardError(f"{path} is not valid JSON: {exc}") from None
-    if manifest.get("format") != FORMAT:
-        raise ShardError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
-
-
-def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
-    """Every problem found: checksums, sizes, row counts, schema, stray files. [] = sound."""
-    out = Path(shard_dir)
-    try:
-        manifest = read_manifest(out)
-    except ShardError as exc:
-        return [str(exc)]
-    problems = []
-    tok = manifest["tokenizer"]
-    model = out / tok["file"]
-    if not model.exists():
-        problems.append(f"{model}: missing")
-    elif file_sha256(model) != tok["sha256"]:
-        problems.append(f"{model}: sha256 differs from the manifest")
-    schema = sequence_schema(manifest["seq_len"])
-    listed = set()
-    for s in manifest["shards"]:
-        listed.add(s["file"])
-        path = out / s["file"]
-        if not path.exists():
-            problems.append(f"{path}: missing")
-            continue
-        if path.stat().st_size != s["bytes"]:
-            problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {s['bytes']}")
-        if file_sha256(path) != s["sha256"]:
-            problems.append(f"{path}: sha256 differs from the manifest")
-            continue
-        try:
-            rows, file_schema = _count_rows(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            problems.append(f"{path}: unreadable: {exc}")
-            continue
-        if rows != s["rows"]:
-            problems.append(f"{path}: {rows} rows, manifest says {s['rows']}")
-        # extra columns may follow (instruction shards add `loss_spans`)
-        if list(file_schema)[: len(schema)] != list(schema):
-            problems.append(f"{path}: schema {file_schema} differs from {schema}")
-    if sum(s["rows"] for s in manifest["shards"]) != manifest["counts"]["sequences"]:
-        problems.append(f"{out / MANIFEST}: shard rows do not add up to counts.sequences")
-    for path in sorted(out.iterdir()):
-        if path.name.endswith(".arrow") and path.name not in listed or ".tmp-" in path.name:
-            problems.append(f"{path}: not in the manifest (left by an interrupted writer?)")
-    return problems
 
 
 def inspect_shards(shard_dir: str | os.PathLike, sample: int = 0) -> str:
@@ -357,9 +296,3 @@ def _sample_lines(out: Path, m: Mapping[str, Any], sample: int) -> list[str]:
     except TokenizerError as exc:
         return [header, f"  cannot decode: {exc}"]
     return [header, "-" * 72, text, "-" * 72]
-
-
-def _count_rows(path: Path) -> tuple[int, pa.Schema]:
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_stream(source)
-        return sum(b.num_rows for b in reader), reader.schema

@@ -2,7 +2,7 @@
 
 `train_tokenizer` trains one on a corpus; `load_tokenizer` opens any Llama-family
 `tokenizer.model` (ours or Meta's) and finds its infilling ids. Both give a
-`Tokenizer`, which offers the two encodings FIM needs (DESIGN.md §3): `encode`
+`Tokenizer`, which offers the two encodings FIM needs (docs/architecture.md, Code Llama's recipe): `encode`
 (sentencepiece's own, with the model's implicit leading space if it has one) and
 `encode_no_prefix` (enc': the same model without that space).
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from codemill.config import TokenizerConfig
+from codemill.atomic import write_bytes_atomic
+from codemill.tokenize.config import TokenizerConfig
 # The four infilling markers. Code Llama's released vocabulary spells them with a
 # leading "▁" (ids 32007-32010); ours without.
 INFILL_NAMES = ("PRE", "SUF", "MID", "EOT")
@@ -51,7 +52,7 @@ def train_tokenizer(
         _train(texts, model, vocab_size or cfg.vocab_size, cfg, num_threads)
     except RuntimeError as exc:
         raise TokenizerError(f"training {path} failed: {exc}") from None
-    _atomic_write(path, model.getvalue())
+    write_bytes_atomic(path, model.getvalue())
     return load_tokenizer(path)
 
 
@@ -133,7 +134,7 @@ class Tokenizer:
         except (RuntimeError, OSError) as exc:
             raise TokenizerError(f"{self.path} is not a sentencepiece model: {exc}") from None
         self.dummy_prefix = _has_dummy_prefix(model_proto)
-        # enc' (DESIGN.md §3): the same model with the normaliser's dummy prefix turned off.
+        # enc' (docs/architecture.md, Code Llama's recipe): the same model with the normaliser's dummy prefix turned off.
         self._sp_bare = (
             spm.SentencePieceProcessor(model_proto=_without_dummy_prefix(model_proto))
             if self.dummy_prefix
@@ -243,12 +244,6 @@ def _shipped_file(path: str) -> str:
 
 def _as_list(ids: Sequence[int] | np.ndarray) -> list[int]:
     return ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # --- the few protobuf fields we touch -------------------------------------------------

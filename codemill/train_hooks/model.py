@@ -18,19 +18,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codemill.config.loader import Section, invalid, setting
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """Defaults: Llama 2 / Code Llama 7B (vocab 32,016 with the four infilling tokens)."""
 
-    vocab_size: int = 32016  # 0: take it from the shards' tokenizer
-    dim: int = 4096
-    n_layers: int = 32
-    n_heads: int = 32
-    n_kv_heads: int = 0  # 0: as many as n_heads (no grouped-query attention)
-    ffn_dim: int = 11008  # SwiGLU hidden size; Llama: 2/3 · 4 · dim, rounded up to 256
-    norm_eps: float = 1e-5
-    rope_theta: float = 10_000.0
+    vocab_size: int = setting(32016, ge=0)  # 0: take it from the shards' tokenizer
+    dim: int = setting(4096, ge=1)
+    n_layers: int = setting(32, ge=1)
+    n_heads: int = setting(32, ge=1)
+    n_kv_heads: int = setting(0, ge=0)  # 0: as many as n_heads (no grouped-query attention)
+    ffn_dim: int = setting(11008, ge=1)  # SwiGLU hidden size; Llama: 2/3 · 4 · dim, rounded to 256
+    norm_eps: float = setting(1e-5, gt=0.0)
+    rope_theta: float = setting(10_000.0, gt=0.0)
+
+    def check(self) -> None:
+        if self.dim % self.n_heads or self.head_dim % 2:
+            raise invalid("n_heads", f"dim {self.dim} must split into {self.n_heads} heads of an "
+                                     "even size (RoPE rotates pairs)")
+        if self.n_heads % self.kv_heads:
+            raise invalid("n_kv_heads", f"{self.n_heads} heads do not share {self.kv_heads} "
+                                        "key/value heads evenly")
 
     @property
     def kv_heads(self) -> int:

@@ -6,10 +6,8 @@ record batches once over a memory map: only message headers are parsed, and ever
 column buffer stays a view into the map. A row is then a slice of a batch's flat
 int32 token buffer; the one copy is the one into the batch tensor.
 
-Instruction shards add one column, `loss_spans: list<int32>`: flattened
-`[start, end)` pairs of token offsets in the row whose tokens are answer tokens
-(the only tokens the instruction-tuning loss is taken on). A writer of such shards
-builds its rows with `instruction_schema`.
+Instruction shards add one column, `loss_spans` (answer-token spans; see
+codemill.tokenize.shard_format, which owns both row schemas).
 """
 
 from __future__ import annotations
@@ -23,17 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from codemill.tokenize.pack import sequence_schema
-from codemill.tokenize.shards import ShardError, read_manifest, verify_shards
-
-LOSS_SPANS = "loss_spans"
-
-
-def instruction_schema(seq_len: int) -> pa.Schema:
-    """The shard schema plus `loss_spans` (answer-token spans, see the module docstring)."""
-    base = sequence_schema(seq_len)
-    item = pa.field("item", pa.int32(), nullable=False)
-    return base.append(pa.field(LOSS_SPANS, pa.list_(item), nullable=False))
+from codemill.tokenize.shard_format import (
+    LOSS_SPANS, ShardError, instruction_schema, read_manifest, sequence_schema, verify_shards)
 
 
 @dataclass(frozen=True)

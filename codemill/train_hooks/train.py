@@ -2,7 +2,7 @@
 
     train(cfg, shard_dirs, out_dir, resume) -> summary
 
-Code Llama's recipe by default (DESIGN.md §3): AdamW (β 0.9, 0.95, weight decay
+Code Llama's recipe by default (docs/architecture.md, Code Llama's recipe): AdamW (β 0.9, 0.95, weight decay
 0.1), cosine schedule with 1,000 warm-up steps down to peak/30, gradient clipping at
 1.0, 4M-token batches of 4,096-token sequences; bf16 autocast on CUDA. `tiny_config`
 trains on a CPU in minutes; `lcft_config` is long-context fine-tuning: start from a
@@ -28,18 +28,18 @@ import json
 import math
 import os
 import time
-import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dacite
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from codemill.config import ConfigError, apply_overrides
+from codemill.atomic import atomic_path
+from codemill.config.loader import Section, invalid, load, parse_override, read_toml, setting
+from codemill.errors import ConfigError
 from codemill.train_hooks.dataset import IGNORE, ShardDataset, ShardLoader
 from codemill.train_hooks.model import ModelConfig, Transformer, loss_sum
 
@@ -59,32 +59,37 @@ RESUMABLE_CHANGES = {
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """One training run. Defaults: Code Llama 7B's code training (paper §2.2, §3)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    seq_len: int = 4096  # must equal the shards'; 0: whatever the shards have
+    model: ModelConfig = setting(ModelConfig)
+    seq_len: int = setting(4096, ge=0)  # must equal the shards'; 0: whatever the shards have
     # Mixing weight per shard directory (by directory name); empty: each one's size.
-    weights: dict[str, float] = field(default_factory=dict)
-    seed: int = 0
+    weights: dict[str, float] = setting(dict)
+    seed: int = setting(0, ge=0)
     long_context: bool = False  # positions run across documents (LCFT)
     answers_only: bool = False  # instruction tuning: loss on answer tokens only
-    lr: float = 3e-4
-    final_lr_ratio: float = 1 / 30
-    warmup_steps: int = 1000
-    steps: int = 119_209  # 500B tokens in 4M-token batches
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    global_batch_size: int = 1024  # sequences per optimizer step: 4M tokens at 4,096
-    micro_batch_size: int = 4  # sequences per forward pass on one device
-    num_workers: int = 1
-    init_from: str = ""  # a checkpoint whose weights start this run (LCFT)
-    log_every: int = 10
-    checkpoint_every: int = 1000
-    steps_per_run: int = 0  # stop (with a checkpoint) after this many steps; 0: run to `steps`
-    device: str = "auto"  # auto: this rank's GPU if there is one, else cpu
+    lr: float = setting(3e-4, gt=0.0)
+    final_lr_ratio: float = setting(1 / 30, ge=0.0, le=1.0)
+    warmup_steps: int = setting(1000, ge=0)
+    steps: int = setting(119_209, ge=1)  # 500B tokens in 4M-token batches
+    beta1: float = setting(0.9, ge=0.0, lt=1.0)
+    beta2: float = setting(0.95, ge=0.0, lt=1.0)
+    weight_decay: float = setting(0.1, ge=0.0)
+    grad_clip: float = setting(1.0, ge=0.0)  # 0: no clipping
+    global_batch_size: int = setting(1024, ge=1)  # sequences per step: 4M tokens at 4,096
+    micro_batch_size: int = setting(4, ge=1)  # sequences per forward pass on one device
+    num_workers: int = setting(1, ge=0)
+    init_from: str = setting("", path=True)  # a checkpoint whose weights start this run (LCFT)
+    log_every: int = setting(10, ge=1)
+    checkpoint_every: int = setting(1000, ge=1)
+    steps_per_run: int = setting(0, ge=0)  # stop (with a checkpoint) after this many; 0: all
+    device: str = setting("auto", nonempty=True)  # auto: this rank's GPU if any, else cpu
+
+    def check(self) -> None:
+        for name, weight in self.weights.items():
+            if not weight > 0:
+                raise invalid(("weights", name), f"weight {weight} must be positive")
 
 
 def tiny_config() -> TrainConfig:
@@ -127,33 +132,20 @@ def load_train_config(
     path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
 ) -> TrainConfig:
     """A TOML file over a preset (`preset = "paper" | "tiny" | "lcft"`, default paper),
-    then `key=value` overrides; unknown keys and wrong types are errors."""
-    data: dict[str, Any] = {}
-    origin = "defaults"
-    if path is not None:
-        origin = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{origin}: {exc}") from None
-    data = apply_overrides(data, list(overrides))
+    then `key=value` overrides; unknown keys, wrong types and bad values are errors."""
+    origin = str(path) if path is not None else "the defaults"
+    data = read_toml(path) if path is not None else {}
     preset = data.pop("preset", "paper")
+    settings = []
+    for text in overrides:
+        update = parse_override(text)
+        if "preset" in update:
+            preset = update.pop("preset")
+        if update:
+            settings.append(text)
     if preset not in PRESETS:
-        raise ConfigError(f"{origin}: preset {preset!r} is not one of {sorted(PRESETS)}")
-    merged = dataclasses.asdict(PRESETS[preset]())
-    _deep_update(merged, data)
-    try:
-        return dacite.from_dict(TrainConfig, merged, config=dacite.Config(strict=True))
-    except dacite.DaciteError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
-
-
-def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "weights":
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
+        raise ConfigError(f"preset = {preset!r} is not one of {sorted(PRESETS)} ({origin})")
+    return load(TrainConfig, data, origin, settings, defaults=dataclasses.asdict(PRESETS[preset]()))
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -461,9 +453,10 @@ def _save_checkpoint(
             "config": dataclasses.asdict(cfg),
             "model_config": dataclasses.asdict(model_cfg),
         }
-        tmp = out / f".{CHECKPOINT}.tmp-{os.getpid()}"
-        torch.save(state, tmp)
-        os.replace(tmp, out / CHECKPOINT)  # a crash mid-write leaves the previous checkpoint
+        # a crash mid-write leaves the previous checkpoint; saved to a path (not a file
+        # object), so torch names the archive inside after it, as ever
+        with atomic_path(out / CHECKPOINT) as tmp:
+            torch.save(state, tmp)
     if env.world > 1:
         dist.barrier()
 

@@ -1,0 +1,109 @@
+"""The run config: one TOML file describes a run.
+
+Its core is where the run writes (`out`), its seed, its sources and how Spark and
+Luigi run. Every other table (`[near_dedup]`, `[fim]`, `[selfinstruct]`, ...) is a
+section that a registered stage declares (`Stage.sections`), so a new stage brings
+its settings with it. Defaults reproduce Code Llama's recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from codemill.config.loader import Section, invalid, load, parse_toml, read_toml, setting
+from codemill.ingest.config import SourceConfig
+from codemill.stages import STAGES
+
+DEMO_CONFIG = "configs/demo.toml"
+
+# Merged under the user's [spark.conf].
+DEFAULT_SPARK_CONF = {
+    "spark.driver.memory": "4g",
+    "spark.sql.shuffle.partitions": "16",
+}
+
+
+@dataclass
+class SparkConfig(Section):
+    master: str = setting("local[*]", nonempty=True)  # or spark://host:7077, yarn, k8s://...
+    app_name: str = setting("codemill", nonempty=True)
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
+    # Zip the codemill package onto spark.submit.pyFiles for executors that lack it.
+    ship_package: bool = False
+    # Any Spark setting; merged over DEFAULT_SPARK_CONF.
+    conf: dict[str, str] = setting(dict)
+
+
+@dataclass
+class LuigiConfig(Section):
+    workers: int = setting(1, ge=1, le=256)
+    # False: use a running `luigid` at scheduler_host:scheduler_port.
+    local_scheduler: bool = True
+    scheduler_host: str = setting("localhost", nonempty=True)
+    scheduler_port: int = setting(8082, ge=1, le=65535)
+    # Luigi's own logging; INFO shows each task starting and finishing.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+
+class _RunConfigBase(Section):
+    """What every run config has besides its fields."""
+
+    def check(self) -> None:
+        seen: set[str] = set()
+        for i, src in enumerate(self.sources):
+            if src.name in seen:
+                raise invalid(f"sources[{i}].name", f"two sources are named {src.name!r}")
+            seen.add(src.name)
+
+    def out_path(self) -> Path:
+        return Path(self.out).resolve()
+
+
+def _stage_sections() -> list[tuple[str, type, Any]]:
+    """Each table the registered stages declare, once, in registry order."""
+    sections: dict[str, type] = {}
+    for stage in STAGES.values():
+        for name, cls in stage.sections.items():
+            if sections.setdefault(name, cls) is not cls:
+                raise TypeError(f"config section [{name}] is declared as two different classes")
+    return [(name, cls, setting(cls)) for name, cls in sections.items()]
+
+
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig",
+    [
+        ("out", str, setting("codemill-out", path=True, nonempty=True)),
+        ("seed", int, setting(0, ge=0)),
+        ("sources", list[SourceConfig], setting(list)),
+        ("spark", SparkConfig, setting(SparkConfig)),
+        ("luigi", LuigiConfig, setting(LuigiConfig)),
+        *_stage_sections(),
+    ],
+    bases=(_RunConfigBase,),
+)
+RunConfig.__module__ = __name__  # so that pickle finds it (executors receive configs)
+RunConfig.__doc__ = "One run: core settings plus each registered stage's sections."
+
+
+def load_run_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Any:
+    """A run config from a TOML file (None: the embedded demo) and `--set` overrides.
+    Every value is type- and range-checked here, before Spark starts."""
+    if path is None:
+        origin = f"codemill/{DEMO_CONFIG}"
+        data = parse_toml(resources.files("codemill").joinpath(DEMO_CONFIG).read_text(), origin)
+    else:
+        origin, data = str(path), read_toml(path)
+    return load(RunConfig, data, origin, list(overrides))
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+__all__ = ["DEFAULT_SPARK_CONF", "LuigiConfig", "RunConfig", "SparkConfig",
+           "load_run_config", "to_dict"]

@@ -1,0 +1,74 @@
+"""Settings of document kinds and of the token-share mixes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codemill.config.loader import Section, invalid, setting
+from codemill.errors import ConfigError
+from codemill.mix.categories import KINDS, MIX_CATEGORIES
+
+
+@dataclass
+class MixSpec(Section):
+    """One training set: token shares per category (code, nl_code, nl, python)."""
+
+    name: str = setting(nonempty=True)
+    shares: dict[str, float] = setting(nonempty=True)
+
+    def check(self) -> None:
+        for category, share in self.shares.items():
+            if category not in MIX_CATEGORIES:
+                raise invalid(("shares", category),
+                              f"unknown category; known: {list(MIX_CATEGORIES)}")
+            if not 0 <= share <= 1:
+                raise invalid(("shares", category), f"share {share} is not in [0, 1]")
+        total = sum(self.shares.values())
+        if abs(total - 1.0) > 1e-6:
+            raise invalid("shares", f"shares must sum to 1, got {total:g}")
+
+
+@dataclass
+class MixConfig(Section):
+    # Code Llama, paper Table 1: the base mix and the Python mix.
+    mixes: list[MixSpec] = setting(lambda: [
+        MixSpec("base", {"code": 0.85, "nl_code": 0.08, "nl": 0.07}),
+        MixSpec("python", {"python": 0.75, "code": 0.10, "nl_code": 0.10, "nl": 0.05}),
+    ], nonempty=True)
+    # A category may be repeated up to this many epochs to meet its share.
+    max_epochs: float = setting(4.0, gt=0.0)
+    # Target tokens per mix; 0: as many as the scarcest category allows.
+    total_tokens: int = setting(0, ge=0)
+    # Spark partitions that pack sequences (each writes its own shards).
+    partitions: int = setting(4, ge=1)
+
+    def check(self) -> None:
+        seen: set[str] = set()
+        for i, mix in enumerate(self.mixes):
+            if mix.name in seen:
+                raise invalid(f"mixes[{i}].name", f"two mixes are named {mix.name!r}")
+            seen.add(mix.name)
+
+    def spec(self, name: str) -> MixSpec:
+        for mix in self.mixes:
+            if mix.name == name:
+                return mix
+        raise ConfigError(f"no mix named {name!r}; the config has {[m.name for m in self.mixes]}")
+
+
+@dataclass
+class KindConfig(Section):
+    """How each document's kind (code / nl_code / nl) is decided for the mixes."""
+
+    # A fastText model (labels __label__code, __label__nl_code, __label__nl) to use
+    # instead of training one from the labels the pipeline derives.
+    classifier_model: str | None = setting(None, path=True)
+    # Languages whose kind the classifier decides (the rest follow their extension).
+    classify_langs: list[str] = setting(lambda: ["text"])
+    # Sources whose documents all have one kind, e.g. {"stackexchange" = "nl_code"}.
+    source_kinds: dict[str, str] = setting(dict)
+
+    def check(self) -> None:
+        for source, kind in self.source_kinds.items():
+            if kind not in KINDS:
+                raise invalid(("source_kinds", source), f"{kind!r} is not one of {list(KINDS)}")

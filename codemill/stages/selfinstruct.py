@@ -1,0 +1,194 @@
+"""The self-instruct stages: questions -> dedup -> tests -> solutions -> execute -> select.
+
+Each writes `records.jsonl` (kept), `dropped.jsonl` (with reasons) and `stats.json`.
+Model calls are cached in `<out>/selfinstruct/cache/`, shared by all fingerprints, so a
+changed threshold re-runs stages without re-asking the models what they already
+answered, and a crashed run resumes mid-stage. None of them uses Spark.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from codemill.atomic import file_sha256
+from codemill.filters.config import benchmark_path
+from codemill.selfinstruct.config import ModelBackendConfig, SelfInstructConfig
+from codemill.stages.base import Stage, StageRef
+
+if TYPE_CHECKING:
+    from codemill.selfinstruct.backends import CachedBackend
+    from codemill.selfinstruct.pipeline import StageResult
+
+RECORDS, DROPPED, STATS, FUNNEL = "records.jsonl", "dropped.jsonl", "stats.json", "funnel.txt"
+
+
+def model_settings(cfg: ModelBackendConfig) -> dict[str, Any]:
+    from codemill.selfinstruct.backends import model_identity
+
+    return model_identity(cfg)
+
+
+class SelfInstructStage(Stage):
+    sections = {"selfinstruct": SelfInstructConfig}
+    previous: str | None = None  # the stage whose records this one reads
+
+    @property
+    def si(self) -> SelfInstructConfig:
+        return self.cfg.selfinstruct
+
+    def uses_spark(self) -> bool:
+        return False
+
+    def inputs(self) -> dict[str, StageRef]:
+        return {"records": StageRef(self.previous)} if self.previous else {}
+
+    def input_records(self, inputs: dict[str, Path]) -> list[dict[str, Any]]:
+        from codemill.selfinstruct.pipeline import read_jsonl
+
+        return read_jsonl(inputs["records"] / RECORDS)
+
+    def model(self, cfg: ModelBackendConfig) -> CachedBackend:
+        from codemill.selfinstruct.backends import CachedBackend, make_backend, model_identity
+
+        cache = self.cfg.out_path() / "selfinstruct" / "cache"
+        return CachedBackend(make_backend(cfg), model_identity(cfg), cache, self.si.cache_chunk)
+
+    def write(self, result: StageResult, work_dir: Path, model: CachedBackend | None = None) -> None:
+        from codemill.selfinstruct.pipeline import write_jsonl
+
+        if model is not None:
+            result.stats.extra["cache"] = model.stats()
+        write_jsonl(work_dir / RECORDS, result.kept)
+        write_jsonl(work_dir / DROPPED, result.dropped)
+        result.stats.write(work_dir / STATS)
+
+
+class Questions(SelfInstructStage):
+    name = "selfinstruct/questions"
+
+    def settings(self) -> list[Any]:
+        from codemill.selfinstruct.prompts import PROMPT_VERSION
+
+        return [model_settings(self.si.question_model), self.si.questions, PROMPT_VERSION]
+
+    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+        from codemill.selfinstruct.pipeline import generate_questions
+
+        with self.model(self.si.question_model) as model:
+            self.write(generate_questions(model, self.si.questions), work_dir, model)
+
+
+class DedupQuestions(SelfInstructStage):
+    name = "selfinstruct/dedup"
+    previous = Questions.name
+
+    def settings(self) -> list[Any]:
+        decontam = self.si.decontam
+        files = [file_sha256(benchmark_path(b)) for b in decontam.benchmarks] if decontam.enabled else []
+        return [self.si.dedup, decontam, files]
+
+    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+        from codemill.selfinstruct.pipeline import dedup_questions
+
+        self.write(dedup_questions(self.input_records(inputs), self.si.dedup, self.si.decontam),
+                   work_dir)
+
+
+class WriteTests(SelfInstructStage):
+    name = "selfinstruct/tests"
+    previous = DedupQuestions.name
+
+    def settings(self) -> list[Any]:
+        from codemill.selfinstruct.prompts import PROMPT_VERSION
+
+        return [model_settings(self.si.code_model), self.si.tests, PROMPT_VERSION]
+
+    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+        from codemill.selfinstruct.pipeline import write_tests
+
+        records = self.input_records(inputs)
+        with self.model(self.si.code_model) as model:
+            self.write(write_tests(model, records, self.si.tests), work_dir, model)
+
+
+class WriteSolutions(SelfInstructStage):
+    name = "selfinstruct/solutions"
+    previous = WriteTests.name
+
+    def settings(self) -> list[Any]:
+        from codemill.selfinstruct.prompts import PROMPT_VERSION
+
+        return [model_settings(self.si.code_model), self.si.solutions, PROMPT_VERSION]
+
+    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+        from codemill.selfinstruct.pipeline import write_solutions
+
+        records = self.input_records(inputs)
+        with self.model(self.si.code_model) as model:
+            self.write(write_solutions(model, records, self.si.solutions), work_dir, model)
+
+
+class ExecuteCandidates(SelfInstructStage):
+    name = "selfinstruct/execute"
+    previous = WriteSolutions.name
+
+    def settings(self) -> list[Any]:
+        # the pool's size and uids change no verdict
+        limits = dataclasses.asdict(self.si.sandbox)
+        return [{k: v for k, v in limits.items() if k not in ("workers", "uid_base")}]
+
+    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+        from codemill.selfinstruct.pipeline import execute_candidates
+        from codemill.selfinstruct.sandbox import Sandbox
+
+        records = self.input_records(inputs)
+        with Sandbox(self.si.sandbox) as sandbox:
+            result = execute_candidates(records, sandbox)
+        self.write(result, work_dir)
+
+
+class SelectSolutions(SelfInstructStage):
+    """The dataset: `dataset/` (Hugging Face), `selfinstruct.jsonl`, `instruct.jsonl`
+    (Llama 2 chat), `shards/` when a tokenizer is configured, and the funnel."""
+
+    name = "selfinstruct/select"
+    previous = ExecuteCandidates.name
+
+    def inputs(self) -> dict[str, StageRef]:
+        # every earlier stage, for the funnel; `records` is the one read
+        from codemill.stages import SELFINSTRUCT_CHAIN
+
+        earlier = SELFINSTRUCT_CHAIN[:SELFINSTRUCT_CHAIN.index(self.name)]
+        return {**{name: StageRef(name) for name in earlier}, **super().inputs()}
+
+    def provenance(self) -> dict[str, Any]:
+        si = self.si
+        return {"model": {"questions": model_settings(si.question_model),
+                          "code": model_settings(si.code_model)},
+                "sampling": {"questions": dataclasses.asdict(si.questions.sampling),
+                             "tests": dataclasses.asdict(si.tests.sampling),
+                             "solutions": dataclasses.asdict(si.solutions.sampling)}}
+
+    def settings(self) -> list[Any]:
+        tokenizer = self.si.output.tokenizer
+        return [self.si.output, file_sha256(tokenizer) if tokenizer else None, self.provenance()]
+
+    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+        from codemill.selfinstruct.pipeline import (
+            format_funnel, funnel, select_solutions, write_dataset, write_instruction_shards)
+        from codemill.stats import StageStats
+
+        out = self.si.output
+        result = select_solutions(self.input_records(inputs), out.keep, self.provenance())
+        write_dataset(result.kept, work_dir)
+        if out.tokenizer:
+            result.stats.extra["shards"] = write_instruction_shards(
+                result.kept, out.tokenizer, out.seq_len, work_dir / "shards")
+        earlier = [StageStats.read(path / STATS) for name, path in inputs.items() if name != "records"]
+        steps = funnel(earlier + [result.stats])
+        (work_dir / "funnel.json").write_text(json.dumps(steps, indent=2) + "\n")
+        (work_dir / FUNNEL).write_text(format_funnel(steps))
+        self.write(result, work_dir)

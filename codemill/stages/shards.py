@@ -1,0 +1,60 @@
+"""Shards of one mix: the plan (epochs per category to meet the token shares), the
+selected document copies, tokenized, FIM-transformed and packed on executors, and the
+manifest that records all of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from codemill.mix.config import MixConfig
+from codemill.stages.base import Stage, StageRef, docs_path
+from codemill.stages.tokenizer import tokenizer_path
+from codemill.tokenize.config import FimConfig, PackConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+class Shards(Stage):
+    name = "shards"
+    sections = {"mix": MixConfig, "fim": FimConfig, "pack": PackConfig}
+
+    def inputs(self) -> dict[str, StageRef]:
+        from codemill.stages import final_document_stage
+
+        return {"docs": final_document_stage(self.cfg), "counts": StageRef("token_counts"),
+                "tokenizer": StageRef("tokenizer")}
+
+    def settings(self) -> list[Any]:
+        c = self.cfg
+        return [c.mix.spec(self.item), c.mix.max_epochs, c.mix.total_tokens, c.mix.partitions,
+                c.fim, c.pack, c.seed]
+
+    def run(self, spark: SparkSession, inputs: dict[str, Path], work_dir: Path) -> None:
+        from pyspark.sql import functions as F
+
+        from codemill.mix.plan import category, plan_mix, select_copies
+        from codemill.pipelines.tables import read_table
+        from codemill.tokenize.jobs import write_shards
+        from codemill.tokenize.shards import write_manifest
+        from codemill.tokenize.tokenizer import load_tokenizer
+
+        c, spec = self.cfg, self.cfg.mix.spec(self.item)
+        docs = read_table(spark, docs_path(inputs)).join(
+            read_table(spark, inputs["counts"] / "counts"), "id")
+        tokens = docs.groupBy(category(spec).alias("category")).agg(F.sum("n_tokens").alias("n"))
+        plan = plan_mix(spec, {r["category"]: r["n"] for r in tokens.collect()},
+                        c.mix.max_epochs, c.mix.total_tokens)
+        selected = select_copies(docs, plan, spec, c.seed).persist()
+        realised = {r["category"]: r["n"] for r in
+                    selected.groupBy("category").agg(F.sum("n_tokens").alias("n")).collect()}
+        total = sum(realised.values())
+        tok = load_tokenizer(tokenizer_path(inputs))
+        shards, stats = write_shards(spark, selected, tok, c.fim, c.pack, c.seed, c.mix.partitions,
+                                     work_dir)
+        mix = {**plan.to_dict(), "realised_tokens": realised,
+               "realised": {k: v / total for k, v in sorted(realised.items())}}
+        write_manifest(work_dir, tokenizer=tok, pack=c.pack, fim=c.fim, seed=c.seed,
+                       shards=shards, stats=stats, mix=mix)
+        selected.unpersist()

@@ -1,0 +1,30 @@
+"""Token counts: every document's token count, what the mix plans are made from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from codemill.stages.base import Stage, StageRef, docs_path
+from codemill.stages.tokenizer import tokenizer_path
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+class TokenCounts(Stage):
+    name = "token_counts"
+
+    def inputs(self) -> dict[str, StageRef]:
+        from codemill.stages import final_document_stage
+
+        return {"docs": final_document_stage(self.cfg), "tokenizer": StageRef("tokenizer")}
+
+    def run(self, spark: SparkSession, inputs: dict[str, Path], work_dir: Path) -> None:
+        from codemill.pipelines.tables import read_table, write_table
+        from codemill.tokenize.jobs import count_tokens
+        from codemill.tokenize.tokenizer import load_tokenizer
+
+        docs = read_table(spark, docs_path(inputs))
+        counts = count_tokens(spark, docs, load_tokenizer(tokenizer_path(inputs)))
+        write_table(counts, work_dir / "counts")

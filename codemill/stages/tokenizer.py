@@ -1,0 +1,54 @@
+"""Tokenizer: a sentencepiece BPE model trained on a stable sample of the cleaned
+corpus, or the model the config names (checked for the infilling tokens)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from codemill.atomic import file_sha256
+from codemill.stages.base import Stage, StageRef, docs_path
+from codemill.tokenize.config import TokenizerConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+TOKENIZER_FILE = "tokenizer.model"
+
+
+class Tokenizer(Stage):
+    name = "tokenizer"
+    sections = {"tokenizer": TokenizerConfig}
+
+    def uses_spark(self) -> bool:
+        return not self.cfg.tokenizer.model
+
+    def inputs(self) -> dict[str, StageRef]:
+        from codemill.stages import final_document_stage
+
+        return {} if self.cfg.tokenizer.model else {"docs": final_document_stage(self.cfg)}
+
+    def settings(self) -> list[Any]:
+        tok = self.cfg.tokenizer
+        return [tok, file_sha256(tok.model)] if tok.model else [tok, self.cfg.seed]
+
+    def run(self, spark: SparkSession | None, inputs: dict[str, Path], work_dir: Path) -> None:
+        from codemill.tokenize.tokenizer import load_tokenizer, train_tokenizer
+
+        cfg = self.cfg.tokenizer
+        if cfg.model:
+            load_tokenizer(cfg.model)  # a clear error if it lacks the infilling tokens
+            shutil.copyfile(cfg.model, work_dir / TOKENIZER_FILE)
+            return
+        from codemill.pipelines.tables import read_table
+        from codemill.tokenize.jobs import sample_texts
+
+        texts = sample_texts(read_table(spark, docs_path(inputs)), cfg.train_sample_bytes,
+                             self.cfg.seed)
+        train_tokenizer(texts, work_dir / "tokenizer", config=cfg)
+
+
+def tokenizer_path(inputs: dict[str, Path]) -> Path:
+    """The model file of a `tokenizer` input."""
+    return inputs["tokenizer"] / TOKENIZER_FILE
