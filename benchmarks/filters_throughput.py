@@ -28,13 +28,10 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 
 from codemill.config.run import SparkConfig
-from codemill.filters.config import DecontamConfig, humaneval_path
+from codemill.filters.config import DecontamConfig, FilterConfig, LangIdConfig, PiiConfig, humaneval_path
 from codemill.filters.decontam import build_index, decontaminate, leak_batches
-from codemill.filters.config import LangIdConfig
 from codemill.filters.langid import classify_batches, language_filter, train_classifier
-from codemill.filters.config import PiiConfig
 from codemill.filters.pii import scrub_batches, scrub_pii
-from codemill.filters.config import FilterConfig
 from codemill.filters.rules import flag_batches
 from codemill.filters.steps import code_filters
 from codemill.ingest.languages import kind_of, lang_of_path

@@ -1,4 +1,5 @@
-"""Shard loader throughput against its peers, and CPU training-step throughput (docs/architecture.md, performance targets).
+"""Shard loader throughput against its peers, and CPU training-step throughput
+(docs/architecture.md, performance targets).
 
     .venv/bin/python -m benchmarks.loader_throughput [--seconds 1.5] [--repeat 3]
         [--no-peers | --peers-python PATH]

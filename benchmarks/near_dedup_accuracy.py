@@ -177,14 +177,16 @@ def run_codemill(
     from codemill.schema import DOC_COLUMNS, DOC_SCHEMA
     from codemill.spark import get_spark
 
-    spark = get_spark(SparkConfig(master="local[2]", conf={"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "4g"}))
+    spark = get_spark(SparkConfig(master="local[2]",
+                                  conf={"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "4g"}))
     rows = [
         {"id": d.id, "source": "bench", "path": d.path, "lang": "python", "kind": "code",
          "content": d.content, "size_bytes": len(d.content.encode()), "invalid_utf8": False}
         for d in docs
     ]  # fmt: skip
     src = str(workdir / "docs.parquet")
-    spark.createDataFrame([tuple(r.get(c) for c in DOC_COLUMNS) for r in rows], DOC_SCHEMA).write.mode("overwrite").parquet(src)
+    frame = spark.createDataFrame([tuple(r.get(c) for c in DOC_COLUMNS) for r in rows], DOC_SCHEMA)
+    frame.write.mode("overwrite").parquet(src)
     cfg = NearDedupConfig(ngram=ngram, num_perm=num_perm, threshold=threshold)
     # The first run pays one-off JVM code generation and Python worker start-up; the later
     # ones are the stage's steady-state cost, the one a long pipeline sees (its earlier
@@ -235,10 +237,12 @@ def main() -> None:
         if scale == 1:
             print(_edit_level_table(docs, removed, args.ngram, args.threshold))
     print(f"\nnear_dedup  ngram={args.ngram} num_perm={args.num_perm} threshold={args.threshold}  local[2]")
-    print(f"{'docs':>7} {'MiB':>6} {'seconds':>8} {'1st run':>8} {'docs/s':>8} {'precision':>9} {'recall':>7} {'F1':>6} {'removed':>8} {'truth':>6}")
+    print(f"{'docs':>7} {'MiB':>6} {'seconds':>8} {'1st run':>8} {'docs/s':>8} {'precision':>9} "
+          f"{'recall':>7} {'F1':>6} {'removed':>8} {'truth':>6}")
     for r in results:
-        print(f"{r['docs']:>7} {r['mib']:>6.1f} {r['seconds']:>8.1f} {r['first_run_seconds']:>8.1f} {r['docs_per_s']:>8.0f} {r['precision']:>9.4f} "
-              f"{r['recall']:>7.4f} {r['f1']:>6.4f} {r['removed']:>8} {r['should_remove']:>6}")  # fmt: skip
+        print(f"{r['docs']:>7} {r['mib']:>6.1f} {r['seconds']:>8.1f} {r['first_run_seconds']:>8.1f} "
+              f"{r['docs_per_s']:>8.0f} {r['precision']:>9.4f} {r['recall']:>7.4f} {r['f1']:>6.4f} "
+              f"{r['removed']:>8} {r['should_remove']:>6}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -51,7 +51,6 @@ CODE_TOKEN_SPLIT = re.compile(r"[^A-Za-z_0-9]")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from near_dedup_accuracy import add_corpus_arguments  # noqa: E402
 
-
 # --- inside .venv-peers -------------------------------------------------------------------
 
 
@@ -110,7 +109,8 @@ def _run_datatrove(corpus: Path, work: Path, ngram: int, bands: int, rows: int) 
     return kept
 
 
-def _run_text_dedup(corpus: Path, work: Path, ngram: int, bands: int, rows: int, num_perm: int, threshold: float) -> list[str]:
+def _run_text_dedup(corpus: Path, work: Path, ngram: int, bands: int, rows: int, num_perm: int,
+                    threshold: float) -> list[str]:
     import datasets
     from text_dedup import minhash
 
@@ -150,7 +150,8 @@ def _write_corpus(docs, folder: Path) -> None:
                 f.write(json.dumps({"id": doc.id, "content": doc.content}) + "\n")
 
 
-def _run_peer(name: str, corpus: Path, work: Path, args: argparse.Namespace, bands: int, rows: int) -> tuple[set[str], float]:
+def _run_peer(name: str, corpus: Path, work: Path, args: argparse.Namespace, bands: int,
+              rows: int) -> tuple[set[str], float]:
     cmd = [
         args.peers_python, __file__, "--peer", name, "--corpus", str(corpus), "--work", str(work),
         "--ngram", str(args.ngram), "--num-perm", str(args.num_perm), "--threshold", str(args.threshold),

@@ -12,6 +12,7 @@ from pathlib import Path
 from benchmarks.machine import cpu_model
 
 BENCHMARKS = [
+    "benchmarks.cli_startup",
     "benchmarks.ingest_throughput",
     "benchmarks.near_dedup",
     "benchmarks.tokenize_throughput",

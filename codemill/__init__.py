@@ -1,8 +1,10 @@
 """codemill: build Code Llama-style training data at cluster scale.
 
-Stages are plain functions over Spark DataFrames (`codemill.ingest`,
-`codemill.dedup`, ...); Luigi tasks in `codemill.pipelines` wire them into
-DAGs; `codemill.train_hooks` hands the resulting shards to a trainer.
+Kernels are plain functions over Spark DataFrames, Arrow batches and records
+(`codemill.ingest`, `codemill.dedup`, ...); each step of a DAG is a stage object
+(`codemill.stages`) that one generic Luigi task runs (`codemill.pipelines`);
+`codemill.train_hooks` hands the resulting shards to a trainer. The layers are
+drawn in docs/architecture.md.
 """
 
 __version__ = "0.1.0"

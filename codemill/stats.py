@@ -24,7 +24,7 @@ class StageStats:
     dropped_bytes: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def check(self) -> "StageStats":
+    def check(self) -> StageStats:
         lost = self.docs_in - self.docs_out - sum(self.dropped.values())
         if lost:
             raise AccountingError(
@@ -37,5 +37,5 @@ class StageStats:
         path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def read(cls, path: Path) -> "StageStats":
+    def read(cls, path: Path) -> StageStats:
         return cls(**json.loads(Path(path).read_text()))

@@ -1,29 +1,27 @@
-"""Shared fixtures: one real local SparkSession, and small corpora of real files."""
+"""Shared fixtures: one real local SparkSession, small corpora of real files, and one
+finished pretraining run. A test that uses the JVM is marked `spark` (make test-fast
+leaves those out)."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
-import socket
-import time
-import sysconfig
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
+from support import TEST_SPARK, copy_real_tree, run_dag, write_config
 
-from codemill.config.run import SparkConfig
-from codemill.pipelines.runner import build
-from codemill.pipelines.task import stage_task
 from codemill.spark import get_spark
 
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
-INCLUDE = Path(sysconfig.get_paths()["include"])
-TEST_SPARK = SparkConfig(
-    master="local[2]",
-    conf={"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "2g"},
-)
+# Fixtures that start or need the JVM: a test using one is in the `spark` tier.
+SPARK_FIXTURES = {"spark", "finished_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SPARK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.spark)
 
 
 @pytest.fixture(scope="session")
@@ -31,23 +29,6 @@ def spark() -> Iterator[SparkSession]:
     session = get_spark(TEST_SPARK)
     yield session
     session.stop()
-
-
-def copy_real_tree(dest: Path, stdlib_dirs: tuple[str, ...], headers: int = 40) -> Path:
-    """Copy real code from this interpreter: some stdlib packages, C headers, docs."""
-    for name in stdlib_dirs:
-        shutil.copytree(STDLIB / name, dest / "py" / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    (dest / "include").mkdir(parents=True, exist_ok=True)
-    for header in sorted(INCLUDE.glob("*.h"))[:headers]:
-        shutil.copy(header, dest / "include" / header.name)
-    shutil.copy(STDLIB / "LICENSE.txt", dest / "LICENSE.txt")
-    # package descriptions: natural language about code
-    for dist in ("luigi", "datasketch", "sentencepiece", "pyarrow", "xxhash", "dacite"):
-        (dest / "docs" / dist).mkdir(parents=True, exist_ok=True)
-        (dest / "docs" / dist / "METADATA").write_text(
-            importlib.metadata.distribution(dist).read_text("METADATA"))
-    return dest
 
 
 @pytest.fixture(scope="session")
@@ -62,33 +43,6 @@ def real_tree(tmp_path_factory) -> Path:
     return root
 
 
-def write_config(path: Path, tree: Path, out: Path, extra: str = "") -> Path:
-    path.write_text(f"""
-out = "{out}"
-[[sources]]
-name = "real"
-type = "dir"
-path = "{tree}"
-license = "PSF-2.0"
-[spark]
-master = "local[2]"
-conf = {{ "spark.sql.shuffle.partitions" = "4", "spark.driver.memory" = "2g" }}
-[tokenizer]
-vocab_size = 2000
-[pack]
-seq_len = 512
-[mix]
-partitions = 2
-{extra}
-""")
-    return path
-
-
-def run_dag(config: Path, overrides=(), target: str = "report", **luigi_cfg) -> bool:
-    task = stage_task(target, config, overrides)
-    return build([task], task.cfg.luigi, **luigi_cfg)
-
-
 @pytest.fixture(scope="session")
 def finished_run(spark, real_tree, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dag")
@@ -97,21 +51,3 @@ def finished_run(spark, real_tree, tmp_path_factory):
     return config
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll a condition (another process's progress), failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from codemill.cli import make_parser, main
+from codemill.cli import main, make_parser
 
 CODEMILL = [sys.executable, "-m", "codemill.cli"]
 

@@ -89,6 +89,15 @@ class Section:
         """Rules across fields; raise `invalid(key, message)`."""
 
 
+def check_unique_names(items: Sequence[Any], key: str, what: str) -> None:
+    """Entries of a list setting (`[[sources]]`, `[[mix.mixes]]`) are told apart by name."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item.name in seen:
+            raise invalid(f"{key}[{i}].name", f"two {what} are named {item.name!r}")
+        seen.add(item.name)
+
+
 def _describe_bounds(meta: Mapping[str, Any]) -> str:
     lo = f"[{meta['ge']}" if "ge" in meta else f"({meta['gt']}" if "gt" in meta else "(-inf"
     hi = f"{meta['le']}]" if "le" in meta else f"{meta['lt']})" if "lt" in meta else "inf)"

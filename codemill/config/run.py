@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from codemill.config.loader import Section, invalid, load, parse_toml, read_toml, setting
+from codemill.config.loader import Section, check_unique_names, load, parse_toml, read_toml, setting
 from codemill.ingest.config import SourceConfig
 from codemill.stages import STAGES
 
@@ -54,11 +54,7 @@ class _RunConfigBase(Section):
     """What every run config has besides its fields."""
 
     def check(self) -> None:
-        seen: set[str] = set()
-        for i, src in enumerate(self.sources):
-            if src.name in seen:
-                raise invalid(f"sources[{i}].name", f"two sources are named {src.name!r}")
-            seen.add(src.name)
+        check_unique_names(self.sources, "sources", "sources")
 
     def out_path(self) -> Path:
         return Path(self.out).resolve()

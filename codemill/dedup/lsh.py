@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+from codemill.arrow_batches import byte_slices
 from codemill.dedup.config import NearDedupConfig
 from codemill.dedup.minhash import fmix64, permutations, signatures_from_hashes
-from codemill.arrow_batches import byte_slices
 from codemill.dedup.shingles import batch_shingle_hashes, string_bytes
 
 

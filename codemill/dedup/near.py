@@ -25,8 +25,8 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from codemill.dedup.config import NearDedupConfig
 from codemill.dedup.components import connected_components
+from codemill.dedup.config import NearDedupConfig
 from codemill.dedup.keep_rule import keep_order
 from codemill.dedup.lsh import band_key_batches, band_params
 from codemill.dedup.shingles import shingle_set_batches

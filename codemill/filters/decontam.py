@@ -31,8 +31,8 @@ import json
 import keyword
 import re
 from collections.abc import Iterator
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np

@@ -15,8 +15,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 # train_classifier is here for users of the quality filter, who train its model with it
-from codemill.fasttext_models import (  # noqa: F401
-    LABEL_PREFIX, ModelRef, checked_model, executor_model, ship_model, train_classifier)
+from codemill.fasttext_models import LABEL_PREFIX, ModelRef, checked_model, executor_model, ship_model, train_classifier  # noqa: F401
 from codemill.filters.config import LangIdConfig, QualityConfig
 from codemill.filters.rules import byte_chunks
 from codemill.filters.steps import FLAGGED_SCHEMA, split_flagged

@@ -8,7 +8,7 @@
 | `github_token` | ghp_/gho_/ghu_/ghs_/ghr_ tokens, github_pat_...  | `<KEY>`        |
 | `slack_token`  | xox?- tokens, hooks.slack.com webhook URLs       | `<KEY>`        |
 | `private_key`  | the body of a -----BEGIN ... PRIVATE KEY----- block (armour lines kept) | `<KEY>` |
-| `secret`       | a high-entropy string literal assigned to a secret-like name (`api_key = "..."`, `"password": "..."`); only the value is replaced | `<KEY>` |
+| `secret`       | a high-entropy literal assigned to a secret-like name (`api_key = "..."`) | `<KEY>` |
 
 Kept on purpose, so ordinary code is not rewritten:
 * addresses that are not global: 127.0.0.1, 0.0.0.0, private, link-local,
@@ -52,7 +52,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, StructField, StructType
 
-from codemill.filters.config import PII_KINDS as KINDS, PiiConfig
+from codemill.filters.config import PII_KINDS as KINDS
+from codemill.filters.config import PiiConfig
 from codemill.filters.rules import byte_chunks
 from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, DROPPED_SCHEMA, StageOutput
 
@@ -186,7 +187,7 @@ def scrub_text(text: str, kinds: list[str], cfg: PiiConfig) -> tuple[str, Counte
     for kind in kinds:
         detector = DETECTORS[kind]
 
-        def replace(m: re.Match) -> str:
+        def replace(m: re.Match, detector=detector, kind=kind) -> str:
             new = detector.replace(m, cfg)
             if new is None:
                 return m[0]

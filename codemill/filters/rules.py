@@ -22,11 +22,11 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from typing import TYPE_CHECKING
 
 from codemill.arrow_batches import byte_slices
 

@@ -10,8 +10,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from codemill.ingest.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
 from codemill.errors import InputError
+from codemill.ingest.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
 from codemill.ingest.files import read_files
 from codemill.ingest.records import (
     list_hf_arrow_files,
@@ -26,7 +26,8 @@ from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
 
 STAGE = "ingest"
 
-LISTING_SCHEMA = "source string, repo string, license string, root string, path string, size long, mtime_ns long, reason string"
+LISTING_SCHEMA = ("source string, repo string, license string, root string, path string, size long, "
+                  "mtime_ns long, reason string")
 
 
 def list_directory_source(src: SourceConfig, cfg: IngestConfig) -> list[FileEntry]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codemill.config.loader import Section, invalid, setting
+from codemill.config.loader import Section, check_unique_names, invalid, setting
 from codemill.errors import ConfigError
 from codemill.mix.categories import KINDS, MIX_CATEGORIES
 
@@ -43,11 +43,7 @@ class MixConfig(Section):
     partitions: int = setting(4, ge=1)
 
     def check(self) -> None:
-        seen: set[str] = set()
-        for i, mix in enumerate(self.mixes):
-            if mix.name in seen:
-                raise invalid(f"mixes[{i}].name", f"two mixes are named {mix.name!r}")
-            seen.add(mix.name)
+        check_unique_names(self.mixes, "mixes", "mixes")
 
     def spec(self, name: str) -> MixSpec:
         for mix in self.mixes:

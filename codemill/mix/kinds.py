@@ -16,11 +16,10 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from codemill.mix.config import KindConfig
 from codemill.errors import InputError
-from codemill.fasttext_models import (
-    LABEL_PREFIX, ModelRef, checked_model, executor_model, ship_model, train_classifier)
+from codemill.fasttext_models import LABEL_PREFIX, ModelRef, checked_model, executor_model, ship_model, train_classifier
 from codemill.ingest.languages import NL_CODE_LANGS, NL_LANGS
+from codemill.mix.config import KindConfig
 from codemill.schema import DROPPED_SCHEMA, StageOutput
 
 LABELS = ("code", "nl_code", "nl")

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from codemill.mix.config import MixSpec
 from codemill.errors import InputError
+from codemill.mix.config import MixSpec
 
 
 @dataclass

@@ -1,1 +1,3 @@
-"""Luigi DAGs: thin tasks that wire stages together and write their outputs atomically."""
+"""Luigi DAGs: one generic task (`task.RunStage`) that runs any registered stage and
+commits its output atomically, and the two DAGs' entry points (`pretrain`,
+`selfinstruct`)."""

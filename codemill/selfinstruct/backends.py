@@ -51,7 +51,7 @@ class Backend(ABC):
     def generate(self, prompts: Sequence[str], sampling: SamplingSettings) -> Completions:
         """`sampling.n` completions (text after the prompt) for each prompt, in order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release processes, engines or memory; the backend is unusable afterwards."""
 
     def __enter__(self) -> Backend:
@@ -429,7 +429,7 @@ class DataParallelBackend(Backend):
         return out
 
     def close(self) -> None:
-        for proc, conn in self._workers:
+        for _, conn in self._workers:
             try:
                 conn.send(None)
             except OSError:

@@ -23,20 +23,30 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.dedup.lsh import band_hashes, optimal_bands_rows
 from codemill.dedup.minhash import signatures
 from codemill.dedup.shingles import shingles
 from codemill.filters.decontam import read_benchmark
 from codemill.selfinstruct.backends import Backend
 from codemill.selfinstruct.config import (
-    QuestionDecontamConfig, QuestionDedupConfig, QuestionsConfig, SolutionsConfig, UnitTestsConfig)
+    QuestionDecontamConfig,
+    QuestionDedupConfig,
+    QuestionsConfig,
+    SolutionsConfig,
+    UnitTestsConfig,
+)
 from codemill.selfinstruct.parse import ParseStats, parse_questions, parse_solution, parse_tests
 from codemill.selfinstruct.prompts import (
-    PROMPT_VERSION, instruction_text, instruction_turn, question_prompt, solution_prompt,
-    tests_prompt)
+    PROMPT_VERSION,
+    instruction_text,
+    instruction_turn,
+    question_prompt,
+    solution_prompt,
+    tests_prompt,
+)
 from codemill.selfinstruct.sandbox import Candidate, Sandbox
 from codemill.stats import StageStats
+from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.pack import SequencePacker
 from codemill.tokenize.shards import ShardWriter, write_manifest
 from codemill.tokenize.tokenizer import load_tokenizer
@@ -274,8 +284,9 @@ def execute_candidates(records: Sequence[Record], sandbox: Sandbox, chunk: int =
 def select_solutions(records: Sequence[Record], keep: str, provenance: Mapping[str, Any]
                      ) -> StageResult:
     """One row per question with its first passing candidate (keep="first"), or one per
-    passing candidate (keep="all"), with the fields of the self-instruct record (docs/architecture.md, data contracts). `provenance`: the
-    models and sampling settings, recorded on every row."""
+    passing candidate (keep="all"), with the fields of the self-instruct record
+    (docs/architecture.md, data contracts). `provenance`: the models and sampling
+    settings, recorded on every row."""
     started, rows = time.monotonic(), []
     for rec in records:
         passing = [i for i, s in enumerate(rec["statuses"]) if s == "passed"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from codemill.atomic import file_sha256
 from codemill.filters.config import benchmark_path
@@ -66,19 +66,36 @@ class SelfInstructStage(Stage):
         result.stats.write(work_dir / STATS)
 
 
-class Questions(SelfInstructStage):
-    name = "selfinstruct/questions"
+class ModelStage(SelfInstructStage):
+    """A stage that asks a model: its result depends on the model, its own section of
+    the config and the prompt templates."""
+
+    model_key: ClassVar[str]  # question_model | code_model
+    section_key: ClassVar[str]  # questions | tests | solutions
 
     def settings(self) -> list[Any]:
         from codemill.selfinstruct.prompts import PROMPT_VERSION
 
-        return [model_settings(self.si.question_model), self.si.questions, PROMPT_VERSION]
+        return [model_settings(getattr(self.si, self.model_key)), getattr(self.si, self.section_key),
+                PROMPT_VERSION]
+
+    def ask(self, model: CachedBackend, records: list[dict[str, Any]]) -> StageResult:
+        raise NotImplementedError
 
     def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+        records = self.input_records(inputs) if self.previous else []
+        with self.model(getattr(self.si, self.model_key)) as model:
+            self.write(self.ask(model, records), work_dir, model)
+
+
+class Questions(ModelStage):
+    name = "selfinstruct/questions"
+    model_key, section_key = "question_model", "questions"
+
+    def ask(self, model: CachedBackend, records: list[dict[str, Any]]) -> StageResult:
         from codemill.selfinstruct.pipeline import generate_questions
 
-        with self.model(self.si.question_model) as model:
-            self.write(generate_questions(model, self.si.questions), work_dir, model)
+        return generate_questions(model, self.si.questions)
 
 
 class DedupQuestions(SelfInstructStage):
@@ -97,38 +114,26 @@ class DedupQuestions(SelfInstructStage):
                    work_dir)
 
 
-class WriteTests(SelfInstructStage):
+class WriteTests(ModelStage):
     name = "selfinstruct/tests"
     previous = DedupQuestions.name
+    model_key, section_key = "code_model", "tests"
 
-    def settings(self) -> list[Any]:
-        from codemill.selfinstruct.prompts import PROMPT_VERSION
-
-        return [model_settings(self.si.code_model), self.si.tests, PROMPT_VERSION]
-
-    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+    def ask(self, model: CachedBackend, records: list[dict[str, Any]]) -> StageResult:
         from codemill.selfinstruct.pipeline import write_tests
 
-        records = self.input_records(inputs)
-        with self.model(self.si.code_model) as model:
-            self.write(write_tests(model, records, self.si.tests), work_dir, model)
+        return write_tests(model, records, self.si.tests)
 
 
-class WriteSolutions(SelfInstructStage):
+class WriteSolutions(ModelStage):
     name = "selfinstruct/solutions"
     previous = WriteTests.name
+    model_key, section_key = "code_model", "solutions"
 
-    def settings(self) -> list[Any]:
-        from codemill.selfinstruct.prompts import PROMPT_VERSION
-
-        return [model_settings(self.si.code_model), self.si.solutions, PROMPT_VERSION]
-
-    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+    def ask(self, model: CachedBackend, records: list[dict[str, Any]]) -> StageResult:
         from codemill.selfinstruct.pipeline import write_solutions
 
-        records = self.input_records(inputs)
-        with self.model(self.si.code_model) as model:
-            self.write(write_solutions(model, records, self.si.solutions), work_dir, model)
+        return write_solutions(model, records, self.si.solutions)
 
 
 class ExecuteCandidates(SelfInstructStage):
@@ -178,7 +183,12 @@ class SelectSolutions(SelfInstructStage):
 
     def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
         from codemill.selfinstruct.pipeline import (
-            format_funnel, funnel, select_solutions, write_dataset, write_instruction_shards)
+            format_funnel,
+            funnel,
+            select_solutions,
+            write_dataset,
+            write_instruction_shards,
+        )
         from codemill.stats import StageStats
 
         out = self.si.output

@@ -13,10 +13,10 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from codemill.spark import ship_file
 from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.pack import PackStats, pack_documents
 from codemill.tokenize.shards import ShardInfo, rename_shards
-from codemill.spark import ship_file
 from codemill.tokenize.tokenizer import Tokenizer, load_tokenizer
 
 # Buckets of the shuffle key: many more than partitions, so hash partitioning spreads

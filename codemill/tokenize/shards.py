@@ -23,11 +23,19 @@ from codemill.atomic import AtomicFile, atomic_path, file_sha256, write_text_ato
 from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.fim import render
 from codemill.tokenize.pack import PackStats
+
 # the format (schemas, manifest reading, verification) is shard_format's; importers of
 # read_manifest and verify_shards find them here too
 from codemill.tokenize.shard_format import (  # noqa: F401
-    FORMAT, MANIFEST, TOKENIZER_FILE, ShardError, instruction_schema, read_manifest, sequence_schema,
-    verify_shards)
+    FORMAT,
+    MANIFEST,
+    TOKENIZER_FILE,
+    ShardError,
+    instruction_schema,
+    read_manifest,
+    sequence_schema,
+    verify_shards,
+)
 from codemill.tokenize.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 # Record batches of ~16 MiB: large enough that per-batch overhead vanishes, small

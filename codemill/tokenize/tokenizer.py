@@ -21,6 +21,7 @@ import sentencepiece as spm
 
 from codemill.atomic import write_bytes_atomic
 from codemill.tokenize.config import TokenizerConfig
+
 # The four infilling markers. Code Llama's released vocabulary spells them with a
 # leading "▁" (ids 32007-32010); ours without.
 INFILL_NAMES = ("PRE", "SUF", "MID", "EOT")
@@ -134,7 +135,8 @@ class Tokenizer:
         except (RuntimeError, OSError) as exc:
             raise TokenizerError(f"{self.path} is not a sentencepiece model: {exc}") from None
         self.dummy_prefix = _has_dummy_prefix(model_proto)
-        # enc' (docs/architecture.md, Code Llama's recipe): the same model with the normaliser's dummy prefix turned off.
+        # enc' (docs/architecture.md, Code Llama's recipe): the same model with the
+        # normaliser's dummy prefix turned off.
         self._sp_bare = (
             spm.SentencePieceProcessor(model_proto=_without_dummy_prefix(model_proto))
             if self.dummy_prefix

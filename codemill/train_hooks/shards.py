@@ -22,7 +22,13 @@ import numpy as np
 import pyarrow as pa
 
 from codemill.tokenize.shard_format import (
-    LOSS_SPANS, ShardError, instruction_schema, read_manifest, sequence_schema, verify_shards)
+    LOSS_SPANS,
+    ShardError,
+    instruction_schema,
+    read_manifest,
+    sequence_schema,
+    verify_shards,
+)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from datasketch.lsh import _optimal_param
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from codemill.dedup.config import NearDedupConfig
 from codemill.dedup.components import connected_components
+from codemill.dedup.config import NearDedupConfig
 from codemill.dedup.lsh import band_params, optimal_bands_rows
 from codemill.dedup.minhash import signatures, to_datasketch
 from codemill.dedup.near import _fits_broadcast, jaccard_batches, near_dedup

@@ -7,10 +7,10 @@ import shutil
 import fasttext
 import pytest
 
-from codemill.ingest.config import IngestConfig, SourceConfig
-from codemill.mix.config import KindConfig
 from codemill.errors import InputError
+from codemill.ingest.config import IngestConfig, SourceConfig
 from codemill.ingest.stage import ingest
+from codemill.mix.config import KindConfig
 from codemill.mix.kinds import assign_kinds, check_classifier_model, kinds_stage
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pyspark
 import pytest
-
-from codemill.pipelines.task import stage_task
-from codemill.pipelines.tables import table_digest
-from conftest import free_port, listening, wait_for, write_config
+from support import free_port, listening, wait_for, write_config
 from test_pipeline import shard_checksums
+
+from codemill.pipelines.tables import table_digest
+from codemill.pipelines.task import stage_task
 
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
 

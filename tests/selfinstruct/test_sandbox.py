@@ -72,7 +72,7 @@ def sandbox_processes() -> list[int]:
     found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            uid_line = next(l for l in status.read_text().splitlines() if l.startswith("Uid:"))
+            uid_line = next(line for line in status.read_text().splitlines() if line.startswith("Uid:"))
         except (OSError, StopIteration):
             continue
         if int(uid_line.split()[1]) in uids:
@@ -366,7 +366,7 @@ def test_refuses_weaker_isolation_unless_allowed():
         """)
     proc = subprocess.run(["setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--",
                            sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).parents[1], timeout=60)
+                          cwd=Path(__file__).parents[2], timeout=60)
     assert proc.returncode == 0, proc.stderr
     refused, ran = proc.stdout.splitlines()
     assert refused.startswith("refused:") and all(layer in refused for layer in LAYERS)

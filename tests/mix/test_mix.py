@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from codemill.config import load_run_config as load_config
-from codemill.errors import ConfigError
+from codemill.errors import ConfigError, InputError
 from codemill.mix.config import MixSpec
-from codemill.errors import InputError
 from codemill.mix.plan import plan_mix, select_copies
 from codemill.schema import DOC_SCHEMA
 

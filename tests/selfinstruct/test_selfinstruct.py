@@ -17,18 +17,25 @@ from pathlib import Path
 
 import pytest
 
+from codemill.config import load_run_config
 from codemill.errors import ConfigError
 from codemill.selfinstruct.backends import (
-    Backend, BackendError, BackendUnavailable, CachedBackend, HTTPBackend, TransformersBackend,
-    VLLMBackend, make_backend)
-from codemill.config import load_run_config
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    CachedBackend,
+    HTTPBackend,
+    TransformersBackend,
+    VLLMBackend,
+    make_backend,
+)
 from codemill.selfinstruct.config import ModelBackendConfig, SamplingSettings
 from codemill.selfinstruct.parse import ParseStats, parse_questions, parse_solution, parse_tests
 from codemill.selfinstruct.pipeline import read_jsonl, select_solutions
 from codemill.selfinstruct.prompts import PROMPT_VERSION, chat, instruction_text, question_prompt, solution_prompt
 from codemill.selfinstruct.prompts import tests_prompt as unit_tests_prompt  # not a pytest test
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # --- prompts ----------------------------------------------------------------------------
 
@@ -78,7 +85,8 @@ def test_question_parser_survives_prose_bad_numbering_and_markup():
     assert stats.parsed == 3 and stats.failed == {"too_short": 1}
     assert stats.repaired["prose_dropped"] == 1 and stats.repaired["broken_numbering"] == 1
 
-    bullets = "- Write a function that flattens a nested list of integers.\n- Write a function that rotates a list by k places."
+    bullets = ("- Write a function that flattens a nested list of integers.\n"
+               "- Write a function that rotates a list by k places.")
     assert len(parse_questions(bullets, stats)) == 2
     numbered_with_points = ("1. Write a function that parses a date string. It must handle:\n"
                             "- the ISO format\n- the US format\n2. Write a function that sums digits of an int.")

@@ -10,14 +10,14 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from support import free_port, listening, run_dag, wait_for, write_config
 
 from codemill.atomic import is_complete
 from codemill.config import load_run_config as load_config
-from codemill.pipelines.task import stage_task
 from codemill.pipelines.tables import table_digest
+from codemill.pipelines.task import stage_task
 from codemill.stats import StageStats
 from codemill.tokenize.shards import read_manifest, verify_shards
-from conftest import free_port, listening, run_dag, wait_for, write_config
 
 CODEMILL = [sys.executable, "-m", "codemill.cli"]
 
