@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
-from support import TEST_SPARK, copy_real_tree, run_dag, write_config
 
 from codemill.spark import get_spark
+
+from support import TEST_SPARK, copy_real_tree, run_dag, write_config
 
 # Fixtures that start or need the JVM: a test using one is in the `spark` tier.
 SPARK_FIXTURES = {"spark", "finished_run"}

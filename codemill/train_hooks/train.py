@@ -135,16 +135,16 @@ def load_train_config(
     then `key=value` overrides; unknown keys, wrong types and bad values are errors."""
     origin = str(path) if path is not None else "the defaults"
     data = read_toml(path) if path is not None else {}
-    preset = data.pop("preset", "paper")
+    preset, source = data.pop("preset", "paper"), f"in {origin}"
     settings = []
     for text in overrides:
         update = parse_override(text)
         if "preset" in update:
-            preset = update.pop("preset")
+            preset, source = update.pop("preset"), f"from --set {text}"
         if update:
             settings.append(text)
     if preset not in PRESETS:
-        raise ConfigError(f"preset = {preset!r} is not one of {sorted(PRESETS)} ({origin})")
+        raise ConfigError(f"preset: {preset!r} is not one of {sorted(PRESETS)} ({source})")
     return load(TrainConfig, data, origin, settings, defaults=dataclasses.asdict(PRESETS[preset]()))
 
 

@@ -19,7 +19,6 @@ from types import SimpleNamespace
 import pandas as pd
 import pyarrow as pa
 import pytest
-from support import STDLIB
 
 from codemill.config.loader import build
 from codemill.errors import ConfigError
@@ -43,6 +42,8 @@ from codemill.filters.rules import flag_batches
 from codemill.filters.steps import code_filters
 from codemill.ingest.languages import kind_of, lang_of_path
 from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, DROPPED_COLUMNS, document_id
+
+from support import STDLIB
 
 
 def doc(path: str, content: str) -> dict:

@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyspark.errors import PythonException
-from support import STDLIB
 
 from codemill.errors import InputError, explain
 from codemill.ingest.config import IngestConfig, SourceConfig
 from codemill.ingest.stage import ingest
+
+from support import STDLIB
 
 
 def run(spark, sources, **cfg):

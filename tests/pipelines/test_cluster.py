@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pyspark
 import pytest
-from support import free_port, listening, wait_for, write_config
 from test_pipeline import shard_checksums
 
 from codemill.pipelines.tables import table_digest
 from codemill.pipelines.task import stage_task
+
+from support import free_port, listening, wait_for, write_config
 
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from support import run_dag
-
 from codemill.config import load_run_config
 from codemill.pipelines.task import stage_task
 from codemill.stages import document_chain
 from codemill.stats import StageStats
+
+from support import run_dag
 
 
 def test_stage_counts_add_up_on_the_demo_input(spark, tmp_path):

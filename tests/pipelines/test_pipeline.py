@@ -10,7 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from support import free_port, listening, run_dag, wait_for, write_config
+import pytest
 
 from codemill.atomic import is_complete
 from codemill.config import load_run_config as load_config
@@ -18,6 +18,8 @@ from codemill.pipelines.tables import table_digest
 from codemill.pipelines.task import stage_task
 from codemill.stats import StageStats
 from codemill.tokenize.shards import read_manifest, verify_shards
+
+from support import free_port, listening, run_dag, wait_for, write_config
 
 CODEMILL = [sys.executable, "-m", "codemill.cli"]
 
@@ -169,6 +171,7 @@ def test_luigi_command_line_convention(finished_run):
     assert "complete ones were encountered" in result.stderr + result.stdout
 
 
+@pytest.mark.spark
 def test_cli_reports_bad_input_clearly(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "bad.jsonl").write_text('{"content": "x = 1\\n", "path": "a.py"}\n{oops\n')

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from support import write_config
-
 from codemill.config import RunConfig, load_run_config
 from codemill.pipelines.task import stage_task
 from codemill.stages import DOCUMENT_CHAIN, STAGES, document_chain, make_stage
+
+from support import write_config
 
 
 def test_every_stage_section_is_in_the_run_config():

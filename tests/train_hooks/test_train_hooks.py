@@ -494,8 +494,15 @@ def test_train_config_from_toml(tmp_path):
     assert (paper.beta1, paper.beta2, paper.weight_decay, paper.seq_len) == (0.9, 0.95, 0.1, 4096)
     assert paper.global_batch_size * paper.seq_len == 4 * 2**20
     path.write_text("stepz = 5\n")
-    with pytest.raises(ConfigError, match="stepz"):
+    with pytest.raises(ConfigError, match=r"stepz: unknown key; did you mean 'steps'\?"):
         load_train_config(path)
+    # the same loader as the run config: ranges, cross-field rules, where a value came from
+    with pytest.raises(ConfigError, match=r"lr: 0.0 is out of range.*\(from --set lr=0\)"):
+        load_train_config(None, ["lr=0"])
+    with pytest.raises(ConfigError, match=r"model.n_heads: dim 64 must split into 5 heads"):
+        load_train_config(None, ["preset=tiny", "model.n_heads=5"])
+    with pytest.raises(ConfigError, match=r"preset: 'huge' is not one of .*\(from --set preset=huge\)"):
+        load_train_config(None, ["preset=huge"])
 
 
 def test_ddp_under_torchrun_matches_one_process(shards, tmp_path):
