@@ -26,13 +26,13 @@ examples:
 def _overrides(args: argparse.Namespace) -> list[str]:
     """`--set` values plus the shorthand flags, as `key=value` overrides."""
     out = list(args.set or [])
-    if getattr(args, "out", None):
+    if getattr(args, "out", None) is not None:
         out.append(f"out={json.dumps(args.out)}")
-    if getattr(args, "master", None):
+    if getattr(args, "master", None) is not None:
         out.append(f"spark.master={json.dumps(args.master)}")
-    if getattr(args, "workers", None):
+    if getattr(args, "workers", None) is not None:
         out.append(f"luigi.workers={args.workers}")
-    if getattr(args, "scheduler", None):
+    if getattr(args, "scheduler", None) is not None:
         host, _, port = args.scheduler.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"--scheduler takes HOST:PORT, got {args.scheduler!r}")

@@ -30,3 +30,11 @@ def test_config_command_applies_overrides(capsys):
 def test_bad_scheduler_flag(capsys):
     assert main(["config", "--scheduler", "nohostport"]) == 2
     assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_flags_are_checked_like_the_file(capsys):
+    # a zero is a value, not "flag absent"
+    assert main(["config", "--workers", "0"]) == 2
+    assert "luigi.workers: 0 is out of range" in capsys.readouterr().err
+    assert main(["config", "--out", ""]) == 2
+    assert "out: must not be empty" in capsys.readouterr().err
