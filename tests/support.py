@@ -33,7 +33,7 @@ def copy_real_tree(dest: Path, stdlib_dirs: tuple[str, ...], headers: int = 40) 
         shutil.copy(header, dest / "include" / header.name)
     shutil.copy(STDLIB / "LICENSE.txt", dest / "LICENSE.txt")
     # package descriptions: natural language about code
-    for dist in ("luigi", "datasketch", "sentencepiece", "pyarrow", "xxhash", "dacite"):
+    for dist in ("luigi", "datasketch", "sentencepiece", "pyarrow", "xxhash", "tqdm"):
         (dest / "docs" / dist).mkdir(parents=True, exist_ok=True)
         (dest / "docs" / dist / "METADATA").write_text(
             importlib.metadata.distribution(dist).read_text("METADATA"))
