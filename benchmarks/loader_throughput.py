@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from benchmarks.machine import cpu_model
-from codemill.tokenize.fim import FimConfig
-from codemill.tokenize.pack import PackConfig, PackStats, pack_documents
+from codemill.tokenize.config import FimConfig, PackConfig
+from codemill.tokenize.pack import PackStats, pack_documents
 from codemill.tokenize.shards import ShardWriter, write_manifest
 from codemill.tokenize.tokenizer import train_tokenizer
 from codemill.train_hooks.dataset import ShardDataset, ShardLoader

@@ -172,7 +172,8 @@ def run_codemill(
     """Removed ids, seconds of a warm run (read Parquet, dedup, write kept + dropped Parquet:
     the median of three after one cold run), and the stage's stats extra plus the cold run's
     seconds."""
-    from codemill.dedup.config import NearDedupConfig, SparkConfig
+    from codemill.config.run import SparkConfig
+    from codemill.dedup.config import NearDedupConfig
     from codemill.dedup.near import near_dedup
     from codemill.schema import DOC_COLUMNS, DOC_SCHEMA
     from codemill.spark import get_spark

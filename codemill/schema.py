@@ -79,9 +79,6 @@ def dropped_rows(df: DataFrame, stage: str, reason: str | Column,
     )
 
 
-KINDS = ("code", "nl_code", "nl")
-
-
 def document_id(source: str, path: str, content_sha256: str) -> str:
     """Stable id from where a document came from and what it holds.
 

@@ -19,10 +19,11 @@ from pyspark.sql import functions as F
 from codemill.errors import InputError
 from codemill.fasttext_models import LABEL_PREFIX, ModelRef, checked_model, executor_model, ship_model, train_classifier
 from codemill.ingest.languages import NL_CODE_LANGS, NL_LANGS
+from codemill.mix.categories import KINDS
 from codemill.mix.config import KindConfig
 from codemill.schema import DROPPED_SCHEMA, StageOutput
 
-LABELS = ("code", "nl_code", "nl")
+CLASSIFIER_FILE = "kind-classifier.bin"
 # File names that tell the kind of a plain-text file: they label the classifier's training data.
 NL_CODE_NAMES = ("readme", "changelog", "changes", "history", "contributing", "install")
 NL_NAMES = ("license", "licence", "copying", "notice", "authors", "patents")
@@ -63,12 +64,12 @@ def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int) -> dict[st
     # each kind gets the same number of examples, the rarer ones repeated.
     per_label = min(EXAMPLES_PER_LABEL, max(available.values()))
     examples = []
-    for label in LABELS:
+    for label in KINDS:
         rows = (labelled.where(F.col("label") == label).orderBy("_order", "id")
                 .limit(per_label).select("content").collect())
         texts = [fasttext_line(r["content"]) for r in rows]
         examples += [(label, texts[i % len(texts)]) for i in range(per_label)] if texts else []
-    counts = {label: int(available.get(label, 0)) for label in LABELS}
+    counts = {label: int(available.get(label, 0)) for label in KINDS}
     examples.sort(key=lambda e: (e[0], e[1]))
     train_classifier(examples, out_path, epoch=10, lr=0.5, word_ngrams=2, dim=32, seed=seed)
     return counts
@@ -76,8 +77,8 @@ def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int) -> dict[st
 
 def check_classifier_model(path: str) -> None:
     checked_model(path, "kinds.classifier_model", error=InputError,
-                  labels_ok=lambda labels: set(labels) <= set(LABELS),
-                  labels_rule=f"has labels that are not among {[LABEL_PREFIX + lab for lab in LABELS]}")
+                  labels_ok=lambda labels: set(labels) <= set(KINDS),
+                  labels_rule=f"has labels that are not among {[LABEL_PREFIX + lab for lab in KINDS]}")
 
 
 def _predict(batches: Iterator[pa.RecordBatch], model_ref: ModelRef) -> Iterator[pa.RecordBatch]:
@@ -120,17 +121,19 @@ def assign_kinds(
     ).select(*columns)
 
 
-def kinds_stage(
+def decide_kinds(
     spark: SparkSession, docs: DataFrame, cfg: KindConfig, seed: int, work_dir: Path
 ) -> StageOutput:
-    """The stage: decide kinds, training the classifier into `work_dir` when the user
-    gave none and some documents need it. Nothing is dropped."""
+    """Decide every document's kind, with the user's classifier (checked first) or one
+    trained into `work_dir` when some documents need it. Nothing is dropped."""
     extra: dict = {}
     model = cfg.classifier_model
-    if model is None and cfg.classify_langs:
+    if model:
+        check_classifier_model(model)
+    elif cfg.classify_langs:
         needs_classifier = docs.where(F.col("lang").isin(*cfg.classify_langs)).limit(1).count() > 0
         if needs_classifier:
-            model = str(work_dir / "kind-classifier.bin")
+            model = str(work_dir / CLASSIFIER_FILE)
             extra["classifier_examples"] = train_kind_classifier(docs, Path(model), seed)
     extra["classifier"] = "user" if cfg.classifier_model else ("trained" if model else "none")
     kept = assign_kinds(spark, docs, cfg, model)

@@ -16,8 +16,6 @@ if TYPE_CHECKING:
 
     from codemill.schema import StageOutput
 
-CLASSIFIER_FILE = "kind-classifier.bin"
-
 
 class Kinds(DocumentStage):
     name = "kinds"
@@ -28,21 +26,8 @@ class Kinds(DocumentStage):
         return [self.cfg.kinds, self.cfg.seed, file_sha256(model) if model else None]
 
     def run(self, spark: SparkSession, inputs: dict[str, Path], work_dir: Path) -> StageOutput:
-        from pyspark.sql import functions as F
-
-        from codemill.mix.kinds import assign_kinds, check_classifier_model, train_kind_classifier
+        from codemill.mix.kinds import decide_kinds
         from codemill.pipelines.tables import read_table
-        from codemill.schema import DROPPED_SCHEMA, StageOutput
 
-        cfg = self.cfg.kinds
         docs = read_table(spark, docs_path(inputs))
-        extra: dict[str, Any] = {}
-        model = cfg.classifier_model
-        if model:
-            check_classifier_model(model)
-        elif cfg.classify_langs and docs.where(F.col("lang").isin(*cfg.classify_langs)).limit(1).count():
-            model = str(work_dir / CLASSIFIER_FILE)
-            extra["classifier_examples"] = train_kind_classifier(docs, Path(model), self.cfg.seed)
-        extra["classifier"] = "user" if cfg.classifier_model else ("trained" if model else "none")
-        kept = assign_kinds(spark, docs, cfg, model)
-        return StageOutput(kept, spark.createDataFrame([], DROPPED_SCHEMA), extra)
+        return decide_kinds(spark, docs, self.cfg.kinds, self.cfg.seed, work_dir)

@@ -11,7 +11,7 @@ from codemill.errors import InputError
 from codemill.ingest.config import IngestConfig, SourceConfig
 from codemill.ingest.stage import ingest
 from codemill.mix.config import KindConfig
-from codemill.mix.kinds import assign_kinds, check_classifier_model, kinds_stage
+from codemill.mix.kinds import assign_kinds, check_classifier_model, decide_kinds
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def kinds_by_path(frame) -> dict[str, tuple[str, str]]:
 
 
 def test_trained_classifier_decides_plain_text(spark, docs, tmp_path):
-    out = kinds_stage(spark, docs, KindConfig(), seed=0, work_dir=tmp_path)
+    out = decide_kinds(spark, docs, KindConfig(), seed=0, work_dir=tmp_path)
     got = kinds_by_path(out.kept)
     assert out.extra["classifier"] == "trained"
     assert got["py/json/decoder.py"] == ("code", "extension")
