@@ -31,9 +31,8 @@ def check_sources(cfg: Any) -> None:
                               "does not exist")
 
 
-def run_pretrain(config_path: str | None, overrides: Sequence[str] = (), **luigi: Any) -> RunStage | None:
-    """Run the DAG to its report; the report task when it finished, else None.
-    `luigi` overrides the config's [luigi] settings (e.g. workers=2)."""
+def run_pretrain(config_path: str | None, overrides: Sequence[str] = ()) -> RunStage | None:
+    """Run the DAG to its report; the report task when it finished, else None."""
     task = pretrain_target(config_path, overrides)
     check_sources(task.cfg)
-    return task if build([task], task.cfg.luigi, **luigi) else None
+    return task if build([task], task.cfg.luigi) else None

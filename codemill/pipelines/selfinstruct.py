@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from codemill.errors import ConfigError
 from codemill.pipelines.runner import build
@@ -20,7 +19,7 @@ def selfinstruct_target(config_path: str, overrides: Sequence[str] = ()) -> RunS
     return stage_task(TARGET, config_path, overrides)
 
 
-def run_selfinstruct(config_path: str, overrides: Sequence[str] = (), **luigi: Any) -> RunStage | None:
+def run_selfinstruct(config_path: str, overrides: Sequence[str] = ()) -> RunStage | None:
     """Run the DAG to the selected dataset; the select task when it finished, else None.
     Config errors (and missing model directories) raise before any task starts."""
     from codemill.selfinstruct.backends import model_identity
@@ -33,4 +32,4 @@ def run_selfinstruct(config_path: str, overrides: Sequence[str] = (), **luigi: A
     si.require_models()
     for model in (si.question_model, si.code_model):
         model_identity(model)  # a missing model directory fails here, not inside Luigi
-    return task if build([task], task.cfg.luigi, **luigi) else None
+    return task if build([task], task.cfg.luigi) else None
