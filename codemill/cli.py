@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("codemill: the run did not finish; see the errors above. Re-running resumes "
               "from the last completed stage.", file=sys.stderr)
         return 1
-    print("\n" + (task.output_dir / "summary.txt").read_text(), end="")
+    print("\n" + task.committed().read_text("summary.txt"), end="")
     return 0
 
 
@@ -91,11 +91,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_shards_inspect(args: argparse.Namespace) -> int:
+    from codemill.storage import StorageError
     from codemill.tokenize.shards import ShardError, inspect_shards, verify_shards
 
     try:
         print(inspect_shards(args.dir, sample=args.sample))
-    except ShardError as exc:
+    except (ShardError, StorageError) as exc:
         print(f"codemill: {exc}", file=sys.stderr)
         return 1
     return 1 if verify_shards(args.dir) else 0
@@ -127,6 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_selfinstruct(args: argparse.Namespace) -> int:
     from codemill.pipelines.selfinstruct import run_selfinstruct
     from codemill.stages.selfinstruct import FUNNEL
+    from codemill.storage import display
 
     task = run_selfinstruct(args.config, _overrides(args))
     if task is None:
@@ -134,7 +136,8 @@ def cmd_selfinstruct(args: argparse.Namespace) -> int:
               "resumes: finished stages are kept and completed model calls are cached.",
               file=sys.stderr)
         return 1
-    print(f"\n{(task.output_dir / FUNNEL).read_text()}output: {task.output_dir}")
+    output = task.committed()
+    print(f"\n{output.read_text(FUNNEL)}output: {display(output.uri)}")
     return 0
 
 
@@ -169,7 +172,9 @@ def make_parser() -> argparse.ArgumentParser:
         description="Print the manifest (tokenizer, FIM, mix shares, counts), verify every "
         "shard's sha256, and decode one sequence with the FIM markers visible. "
         "Exits 1 if any check fails.")
-    inspect.add_argument("dir", help="a shard directory (holds manifest.json)")
+    inspect.add_argument("dir", help="a shard directory (holds manifest.json) or its output folder "
+                         "(holds _COMMIT.json): a path, or an s3://, gs://, hdfs:// URI (downloaded "
+                         "into $CODEMILL_CACHE, default ~/.cache/codemill/shards)")
     inspect.add_argument("--sample", type=int, default=0, help="which sequence to decode (default 0)")
     inspect.set_defaults(func=cmd_shards_inspect)
 
@@ -178,7 +183,8 @@ def make_parser() -> argparse.ArgumentParser:
         description="Train on one or more shard directories (mixed by their weights in the "
         "config). Writes checkpoint.pt, metrics.jsonl and loss.png to --out; --resume "
         "continues exactly where the checkpoint stopped. Under torchrun it trains with DDP.")
-    tr.add_argument("shards", nargs="*", help="shard directories")
+    tr.add_argument("shards", nargs="*", help="shard directories: paths, or s3://, gs://, hdfs:// URIs "
+                    "(downloaded into the config's cache_dir)")
     tr.add_argument("--config", help="training config (TOML, `preset = \"paper\" | \"tiny\" | "
                     "\"lcft\"`); default: the paper's recipe")
     tr.add_argument("--run", default="codemill-out", help="with --mix: a `codemill run` output root")
@@ -199,12 +205,17 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from codemill.storage.lease import LeaseHeldError
+
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"codemill: config error: {exc}", file=sys.stderr)
         return 2
+    except LeaseHeldError as exc:
+        print(f"codemill: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -33,9 +32,9 @@ class StageStats:
             )
         return self
 
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def read(cls, path: Path) -> StageStats:
-        return cls(**json.loads(Path(path).read_text()))
+    def from_json(cls, text: str) -> StageStats:
+        return cls(**json.loads(text))

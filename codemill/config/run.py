@@ -12,7 +12,6 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 from codemill.config.loader import Section, check_unique_names, load, parse_toml, read_toml, setting
@@ -56,8 +55,11 @@ class _RunConfigBase(Section):
     def check(self) -> None:
         check_unique_names(self.sources, "sources", "sources")
 
-    def out_path(self) -> Path:
-        return Path(self.out).resolve()
+    def out_uri(self) -> str:
+        """`out` as a URI: a local path made absolute, any other URI as given."""
+        from codemill.storage.uri import to_uri
+
+        return to_uri(self.out)
 
 
 def _stage_sections() -> list[tuple[str, type, Any]]:
@@ -75,6 +77,8 @@ RunConfig = dataclasses.make_dataclass(
     [
         ("out", str, setting("codemill-out", path=True, nonempty=True)),
         ("seed", int, setting(0, ge=0)),
+        # A run holds a lease on `out`; a crashed run's lease expires after this long.
+        ("lease_seconds", int, setting(120, ge=10, le=86400)),
         ("sources", list[SourceConfig], setting(list)),
         ("spark", SparkConfig, setting(SparkConfig)),
         ("luigi", LuigiConfig, setting(LuigiConfig)),

@@ -10,6 +10,7 @@ from codemill.config.loader import Section, invalid, setting
 from codemill.errors import ConfigError
 from codemill.filters.rules import DEFAULT_BY_TYPE, DEFAULT_RULES, RULES, Setting
 from codemill.mix.categories import KINDS
+from codemill.storage.uri import is_local
 
 # StarCoder's auto-generated file markers, looked for case-insensitively in the first lines.
 AUTOGEN_MARKERS = [
@@ -51,7 +52,8 @@ class FilterConfig(Section):
 
 
 def _check_model(model_path: str, enabled: bool) -> None:
-    if enabled and not Path(model_path).is_file():
+    # a file in remote storage is checked when it is fetched, with Spark's credentials
+    if enabled and is_local(model_path) and not Path(model_path).is_file():
         raise invalid("model_path", f"{model_path or '(not set)'} is not a file: give the path "
                                     "of a fastText model")
 
@@ -135,7 +137,14 @@ def humaneval_path() -> Path:
 
 
 def benchmark_path(bench: BenchmarkConfig) -> Path:
-    return Path(bench.path) if bench.path else humaneval_path()
+    """A local copy of the benchmark file (fetched once per process when remote)."""
+    if not bench.path:
+        return humaneval_path()
+    if not is_local(bench.path):
+        from codemill.storage.folder import local_file
+
+        return local_file(bench.path)
+    return Path(bench.path)
 
 
 @dataclass
@@ -157,6 +166,8 @@ class DecontamConfig(Section):
         if not self.benchmarks:
             raise invalid("benchmarks", "give at least one benchmark (or enabled = false)")
         for i, bench in enumerate(self.benchmarks):
+            if bench.path and not is_local(bench.path):
+                continue  # checked when fetched
             path = benchmark_path(bench)
             if not path.is_file():
                 raise invalid(f"benchmarks[{i}].path", f"benchmark {bench.name!r}: {path} "

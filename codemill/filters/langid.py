@@ -14,12 +14,14 @@ import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-# train_classifier is here for users of the quality filter, who train its model with it
 from codemill.fasttext_models import LABEL_PREFIX, ModelRef, checked_model, executor_model, ship_model, train_classifier  # noqa: F401
 from codemill.filters.config import LangIdConfig, QualityConfig
 from codemill.filters.rules import byte_chunks
 from codemill.filters.steps import FLAGGED_SCHEMA, split_flagged
 from codemill.schema import DOC_COLUMNS, StageOutput
+
+# train_classifier is here for users of the quality filter, who train its model with it
+from codemill.storage.folder import local_file
 
 
 def fasttext_line(text: str) -> str:
@@ -64,7 +66,7 @@ def _run(spark: SparkSession, docs: DataFrame, model_ref: ModelRef, kinds: list[
 def language_filter(spark: SparkSession, docs: DataFrame, cfg: LangIdConfig) -> StageOutput:
     """Keep documents of the listed kinds whose top language is allowed with prob >= threshold;
     drop the others (reason "language", detail "<lang> <prob>")."""
-    checked_model(cfg.model_path, "langid.model_path")
+    checked_model(str(local_file(cfg.model_path)), "langid.model_path")
     allowed, threshold = frozenset(cfg.allowed), cfg.threshold
 
     def decide(lang: str, prob: float) -> tuple[str, str] | None:
@@ -74,7 +76,7 @@ def language_filter(spark: SparkSession, docs: DataFrame, cfg: LangIdConfig) -> 
             return "language", f"{lang} {prob:.3f} < {threshold}"
         return None
 
-    ref = ship_model(spark, cfg.model_path)
+    ref = ship_model(spark, local_file(cfg.model_path))
     return _run(spark, docs, ref, cfg.kinds, decide, "langid")
 
 
@@ -83,7 +85,7 @@ def quality_filter(spark: SparkSession, docs: DataFrame, cfg: QualityConfig) -> 
     (reason "quality", detail "<good_label> <prob> < threshold"). The model is binary
     (good vs. not), so P(good) is the top probability or its complement."""
     good, threshold = cfg.good_label, cfg.threshold
-    checked_model(cfg.model_path, "quality.model_path",
+    checked_model(str(local_file(cfg.model_path)), "quality.model_path",
                   labels_ok=lambda labels: good in labels and len(labels) == 2,
                   labels_rule=f"must be a binary classifier with the label quality.good_label {good!r}")
 
@@ -91,5 +93,5 @@ def quality_filter(spark: SparkSession, docs: DataFrame, cfg: QualityConfig) -> 
         p_good = prob if label == good else 1.0 - prob
         return ("quality", f"{good} {p_good:.3f} < {threshold}") if p_good < threshold else None
 
-    ref = ship_model(spark, cfg.model_path)
+    ref = ship_model(spark, local_file(cfg.model_path))
     return _run(spark, docs, ref, cfg.kinds, decide, "quality")

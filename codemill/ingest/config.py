@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from codemill.config.loader import Section, invalid, setting
@@ -35,8 +34,11 @@ class SourceConfig(Section):
     license: str | None = None
     exclude: list[str] = setting(list)
 
-    def resolved_path(self) -> Path:
-        return Path(self.path).resolve()
+    def uri(self) -> str:
+        """The source's location as a URI (a local path made absolute)."""
+        from codemill.storage.uri import to_uri
+
+        return to_uri(self.path)
 
     def check(self) -> None:
         for ours in self.columns:

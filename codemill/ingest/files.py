@@ -29,8 +29,14 @@ def read_file(entry: dict[str, Any], max_file_bytes: int, invalid_utf8: str) -> 
     except OSError as exc:
         return make_row(**meta, content=None, raw_size=entry["size"], lang=None,
                         reason="unreadable", detail=exc.strerror)
+    return file_row(meta, data, max_file_bytes, invalid_utf8)
+
+
+def file_row(meta: dict[str, Any], data: bytes, max_file_bytes: int, invalid_utf8: str) -> dict[str, Any]:
+    """A file's bytes (up to max_file_bytes + 1 of them) -> its row."""
+    path = meta["path"]
     raw_sha = hashlib.sha256(data).hexdigest()
-    lang = lang_of_path(entry["path"], data[:256])
+    lang = lang_of_path(path, data[:256])
     if len(data) > max_file_bytes:  # grew since it was listed
         return make_row(**meta, content=None, raw_size=len(data), lang=lang, reason="too_large",
                         raw_sha256=raw_sha)
@@ -47,7 +53,7 @@ def read_file(entry: dict[str, Any], max_file_bytes: int, invalid_utf8: str) -> 
     if text is None:
         return make_row(**meta, content=None, raw_size=len(data), lang=lang,
                         invalid_utf8=True, reason="invalid_utf8", raw_sha256=raw_sha)
-    lang = refine_header_lang(lang, entry["path"], text)
+    lang = refine_header_lang(lang, path, text)
     return make_row(**meta, content=text, raw_size=len(data), lang=lang, invalid_utf8=invalid)
 
 

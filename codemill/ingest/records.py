@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +18,8 @@ import pyarrow as pa
 from codemill.errors import InputError
 from codemill.ingest.languages import lang_of_path, normalise_lang
 from codemill.ingest.rows import decode, make_row, to_batch
+from codemill.storage import display, name
+from codemill.storage.folder import Folder
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".json")
 
@@ -78,19 +80,20 @@ def record_row(
     return make_row(**meta, content=content, raw_size=size, lang=lang)
 
 
-def _jsonl_lines(path: str) -> Iterator[bytes]:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        yield from f
+def _jsonl_lines(path: str, data: bytes | None) -> Iterator[bytes]:
+    with open(path, "rb") if data is None else io.BytesIO(data) as raw:
+        yield from gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
 
 
 def read_jsonl(
     path: str, columns: dict[str, str], source: str, invalid_utf8: str, malformed: str,
-    batch_rows: int = 2048,
+    batch_rows: int = 2048, data: bytes | None = None,
 ) -> Iterator[pa.RecordBatch]:
+    """A JSONL file -> rows: from the local file `path`, or from `data` read elsewhere
+    (then `path` only names it)."""
     rows: list[dict[str, Any]] = []
-    name = Path(path).name
-    for lineno, raw in enumerate(_jsonl_lines(path), start=1):
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    for lineno, raw in enumerate(_jsonl_lines(path, data), start=1):
         if not raw.strip():
             continue
         where = f"{path}:{lineno}"
@@ -122,11 +125,12 @@ def read_jsonl(
 
 
 def read_arrow_stream(
-    path: str, label: str, columns: dict[str, str], source: str
+    path: str, label: str, columns: dict[str, str], source: str, data: bytes | None = None
 ) -> Iterator[pa.RecordBatch]:
     """A Hugging Face `datasets` cache file (Arrow IPC stream) -> rows; records are
-    named `label:row` (a stable position inside one file)."""
-    with pa.memory_map(path) as mm:
+    named `label:row` (a stable position inside one file). From the local file `path`,
+    or from `data` read elsewhere."""
+    with pa.memory_map(path) if data is None else pa.BufferReader(data) as mm:
         offset = 0
         for batch in pa.ipc.open_stream(mm):
             rows = [
@@ -149,22 +153,23 @@ def parquet_to_rows(
             yield to_batch(rows)
 
 
-def list_jsonl_files(root: Path) -> list[Path]:
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(JSONL_SUFFIXES))
+def list_jsonl_files(root: Folder) -> list[str]:
+    """The JSONL files of a source: the file itself, or those under the folder."""
+    files = root.fs.list_files(root.uri)
+    if len(files) == 1 and files[0].uri.rstrip("/").endswith(name(root.uri)) and not root.fs.is_dir(root.uri):
+        return [root.uri]
+    return [f.uri for f in files if name(f.uri).endswith(JSONL_SUFFIXES)]
 
 
-def list_hf_arrow_files(root: Path) -> list[tuple[Path, str]]:
+def list_hf_arrow_files(root: Folder) -> list[tuple[str, str]]:
     """Arrow files of a `Dataset.save_to_disk` or `DatasetDict.save_to_disk` directory,
     with a label (split/file) for messages and default paths."""
-    if (root / "dataset_dict.json").exists():
-        splits = json.loads((root / "dataset_dict.json").read_text())["splits"]
-        return [f for split in splits for f in list_hf_arrow_files(root / split)]
-    state = root / "state.json"
-    if not state.exists():
+    if root.exists("dataset_dict.json"):
+        splits = json.loads(root.read_text("dataset_dict.json"))["splits"]
+        return [f for split in splits for f in list_hf_arrow_files(root.sub(split))]
+    if not root.exists("state.json"):
         raise InputError(
-            f"{root}: not a dataset saved with `save_to_disk` (no state.json or dataset_dict.json)"
+            f"{display(root.uri)}: not a dataset saved with `save_to_disk` (no state.json or dataset_dict.json)"
         )
-    files = json.loads(state.read_text())["_data_files"]
-    return [(root / f["filename"], f"{root.name}/{f['filename']}") for f in files]
+    files = json.loads(root.read_text("state.json"))["_data_files"]
+    return [(root.join(f["filename"]), f"{name(root.uri)}/{f['filename']}") for f in files]

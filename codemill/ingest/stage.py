@@ -11,8 +11,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from codemill.errors import InputError
+from codemill.ingest import remote
 from codemill.ingest.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
-from codemill.ingest.files import read_files
+from codemill.ingest.files import file_row, read_files
 from codemill.ingest.records import (
     list_hf_arrow_files,
     list_jsonl_files,
@@ -20,9 +21,11 @@ from codemill.ingest.records import (
     read_arrow_stream,
     read_jsonl,
 )
-from codemill.ingest.rows import ROW_SCHEMA
+from codemill.ingest.rows import ROW_SCHEMA, to_batch
 from codemill.ingest.walk import FileEntry, walk_source
 from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
+from codemill.storage import is_local, local_path
+from codemill.storage.folder import Folder
 
 STAGE = "ingest"
 
@@ -30,23 +33,45 @@ LISTING_SCHEMA = ("source string, repo string, license string, root string, path
                   "mtime_ns long, reason string")
 
 
-def list_directory_source(src: SourceConfig, cfg: IngestConfig) -> list[FileEntry]:
-    root = src.resolved_path()
-    if not root.is_dir():
-        raise InputError(f"source {src.name!r}: {root} is not a directory")
-    return walk_source(src.name, root, src.repo or src.name, src.license,
-                       cfg.exclude + src.exclude, cfg.max_file_bytes)
+def list_directory_source(spark: SparkSession | None, src: SourceConfig,
+                          cfg: IngestConfig) -> list[FileEntry]:
+    """A directory source's files: walked on the local disk, listed through Hadoop elsewhere."""
+    root, repo, exclude = src.uri(), src.repo or src.name, cfg.exclude + src.exclude
+    if not is_local(root):
+        return remote.list_directory(spark, src.name, root, repo, src.license, exclude, cfg.max_file_bytes)
+    path = local_path(root)
+    if not path.is_dir():
+        raise InputError(f"source {src.name!r}: {path} is not a directory")
+    return walk_source(src.name, path, repo, src.license, exclude, cfg.max_file_bytes)
 
 
 def _directory_rows(spark: SparkSession, entries: list[FileEntry], cfg: IngestConfig) -> DataFrame:
+    rows = [tuple(vars(e).values()) for e in entries]
+    if entries and not is_local(entries[0].root):
+        return _remote_directory_rows(spark, entries, rows, cfg)
     slices = max(1, math.ceil(len(entries) / cfg.files_per_partition))
-    listing = spark.createDataFrame(
-        [tuple(vars(e).values()) for e in entries], LISTING_SCHEMA
-    ).repartition(slices, "path")
+    listing = spark.createDataFrame(rows, LISTING_SCHEMA).repartition(slices, "path")
     return listing.mapInArrow(
         partial(read_files, max_file_bytes=cfg.max_file_bytes, invalid_utf8=cfg.invalid_utf8),
         ROW_SCHEMA,
     )
+
+
+def _remote_directory_rows(spark: SparkSession, entries: list[FileEntry], rows: list[tuple],
+                           cfg: IngestConfig) -> DataFrame:
+    """Files judged by their listing alone become rows here; the rest are read in the JVM."""
+    judged = [row for row, e in zip(rows, entries) if e.reason]
+    meta = {f"{e.root}/{e.path}": dict(source=e.source, path=e.path, repo=e.repo, license=e.license)
+            for e in entries if not e.reason}
+    max_bytes, policy = cfg.max_file_bytes, cfg.invalid_utf8
+
+    def read(uri: str, data: bytes) -> Any:
+        yield to_batch([file_row(meta[uri], data[:max_bytes + 1], max_bytes, policy)])
+
+    read_rows = remote.read_contents(spark, sorted(meta), read, ROW_SCHEMA) if meta else None
+    judged_rows = spark.createDataFrame(judged, LISTING_SCHEMA).mapInArrow(
+        partial(read_files, max_file_bytes=max_bytes, invalid_utf8=policy), ROW_SCHEMA)
+    return judged_rows.unionByName(read_rows) if read_rows is not None else judged_rows
 
 
 def _one_task_per_item(spark: SparkSession, items: list[tuple], schema: str) -> DataFrame:
@@ -56,7 +81,13 @@ def _one_task_per_item(spark: SparkSession, items: list[tuple], schema: str) -> 
 
 def _jsonl_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str],
                 cfg: IngestConfig) -> DataFrame:
-    files = [(str(p),) for p in list_jsonl_files(src.resolved_path())]
+    files = list_jsonl_files(Folder(src.uri()))
+
+    def read_remote(uri: str, data: bytes) -> Any:
+        return read_jsonl(uri, columns, src.name, cfg.invalid_utf8, cfg.malformed_jsonl, data=data)
+
+    if not is_local(src.uri()):
+        return remote.read_contents(spark, files, read_remote, ROW_SCHEMA)
 
     def read(batches: Any) -> Any:
         for batch in batches:
@@ -64,11 +95,19 @@ def _jsonl_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str],
                 yield from read_jsonl(path, columns, src.name, cfg.invalid_utf8,
                                       cfg.malformed_jsonl)
 
-    return _one_task_per_item(spark, files, "file string").mapInArrow(read, ROW_SCHEMA)
+    local = [(str(local_path(uri)),) for uri in files]
+    return _one_task_per_item(spark, local, "file string").mapInArrow(read, ROW_SCHEMA)
 
 
 def _hf_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) -> DataFrame:
-    files = [(str(p), label) for p, label in list_hf_arrow_files(src.resolved_path())]
+    files = list_hf_arrow_files(Folder(src.uri()))
+    if not is_local(src.uri()):
+        labels = {remote.qualified(spark, uri): label for uri, label in files}
+
+        def read_remote(uri: str, data: bytes) -> Any:
+            return read_arrow_stream(uri, labels[uri], columns, src.name, data=data)
+
+        return remote.read_contents(spark, sorted(labels), read_remote, ROW_SCHEMA)
 
     def read(batches: Any) -> Any:
         for batch in batches:
@@ -76,11 +115,12 @@ def _hf_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) ->
                                    batch.column("label").to_pylist()):
                 yield from read_arrow_stream(path, label, columns, src.name)
 
-    return _one_task_per_item(spark, files, "file string, label string").mapInArrow(read, ROW_SCHEMA)
+    local = [(str(local_path(uri)), label) for uri, label in files]
+    return _one_task_per_item(spark, local, "file string, label string").mapInArrow(read, ROW_SCHEMA)
 
 
 def _parquet_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) -> DataFrame:
-    path = str(src.resolved_path())
+    path = src.uri()
     table = spark.read.parquet(path)
     if columns["content"] not in table.columns:
         raise InputError(
@@ -110,7 +150,7 @@ def ingest(
     for src in sources:
         columns = {**DEFAULT_COLUMNS, **src.columns}
         if src.type == "dir":
-            entries = (listings or {}).get(src.name) or list_directory_source(src, cfg)
+            entries = (listings or {}).get(src.name) or list_directory_source(spark, src, cfg)
             parts.append(_directory_rows(spark, entries, cfg))
         elif src.type == "jsonl":
             parts.append(_jsonl_rows(spark, src, columns, cfg))

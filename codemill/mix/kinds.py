@@ -22,6 +22,7 @@ from codemill.ingest.languages import NL_CODE_LANGS, NL_LANGS
 from codemill.mix.categories import KINDS
 from codemill.mix.config import KindConfig
 from codemill.schema import DROPPED_SCHEMA, StageOutput
+from codemill.storage.folder import local_file
 
 CLASSIFIER_FILE = "kind-classifier.bin"
 # File names that tell the kind of a plain-text file: they label the classifier's training data.
@@ -129,6 +130,7 @@ def decide_kinds(
     extra: dict = {}
     model = cfg.classifier_model
     if model:
+        model = str(local_file(model))
         check_classifier_model(model)
     elif cfg.classify_langs:
         needs_classifier = docs.where(F.col("lang").isin(*cfg.classify_langs)).limit(1).count() > 0

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from codemill.errors import ConfigError
-from codemill.pipelines.runner import build
+from codemill.pipelines.runner import run_dag
 from codemill.pipelines.task import RunStage, stage_task
+from codemill.storage import is_local, local_path
 
 TARGET = "report"
 
@@ -24,10 +25,11 @@ def pretrain_target(config_path: str | None, overrides: Sequence[str] = ()) -> R
 
 
 def check_sources(cfg: Any) -> None:
-    """Missing sources are config errors, found before Spark starts."""
+    """Missing local sources are config errors, found before Spark starts (remote ones
+    are checked when listed, through Hadoop)."""
     for i, src in enumerate(cfg.sources):
-        if not src.resolved_path().exists():
-            raise ConfigError(f"sources[{i}].path: source {src.name!r}: {src.resolved_path()} "
+        if is_local(src.uri()) and not local_path(src.uri()).exists():
+            raise ConfigError(f"sources[{i}].path: source {src.name!r}: {local_path(src.uri())} "
                               "does not exist")
 
 
@@ -35,4 +37,4 @@ def run_pretrain(config_path: str | None, overrides: Sequence[str] = ()) -> RunS
     """Run the DAG to its report; the report task when it finished, else None."""
     task = pretrain_target(config_path, overrides)
     check_sources(task.cfg)
-    return task if build([task], task.cfg.luigi) else None
+    return task if run_dag(task) else None

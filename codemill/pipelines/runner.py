@@ -1,14 +1,17 @@
-"""Running a DAG with the local scheduler or a central `luigid`."""
+"""Running a DAG with the local scheduler or a central `luigid`, holding the lease on
+the run's `out` for the whole run."""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import luigi
-from luigi.execution_summary import LuigiStatusCode
+from luigi.execution_summary import LuigiStatusCode, _get_external_workers
 
 from codemill.config import LuigiConfig
+from codemill.storage.lease import hold, release
 
 
 def build(tasks: list[luigi.Task], cfg: LuigiConfig, **overrides: Any) -> bool:
@@ -21,4 +24,21 @@ def build(tasks: list[luigi.Task], cfg: LuigiConfig, **overrides: Any) -> bool:
         where = {"scheduler_host": cfg.scheduler_host, "scheduler_port": cfg.scheduler_port}
     result = luigi.build(tasks, workers=cfg.workers, detailed_summary=True, log_level=cfg.log_level,
                          **where)
+    for worker, blocked in _get_external_workers(result.worker).items():
+        names = ", ".join(sorted(str(t.stage) for t in blocked if hasattr(t, "stage")))
+        print(f"codemill: {names or 'a task'} is being run by another worker of the shared scheduler "
+              f"({worker}); this run stops here: run it again when that one has finished", file=sys.stderr)
     return result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+
+
+def run_dag(task: Any) -> bool:
+    """Run a DAG to `task` while holding the lease on its `out`; a second run on the same
+    `out` is refused (LeaseHeldError) before any task starts."""
+    from codemill.pipelines.task import out_filesystem
+
+    cfg = task.cfg
+    hold(out_filesystem(cfg), cfg.out_uri(), cfg.lease_seconds)
+    try:
+        return build([task], cfg.luigi)
+    finally:
+        release(cfg.out_uri())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from codemill.errors import ConfigError
-from codemill.pipelines.runner import build
+from codemill.pipelines.runner import run_dag
 from codemill.pipelines.task import RunStage, stage_task
 
 TARGET = "selfinstruct/select"
@@ -32,4 +32,4 @@ def run_selfinstruct(config_path: str, overrides: Sequence[str] = ()) -> RunStag
     si.require_models()
     for model in (si.question_model, si.code_model):
         model_identity(model)  # a missing model directory fails here, not inside Luigi
-    return task if build([task], task.cfg.luigi) else None
+    return task if run_dag(task) else None

@@ -6,39 +6,43 @@ import hashlib
 import json
 import re
 import time
-from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from codemill.schema import StageOutput
 from codemill.stats import StageStats
+from codemill.storage import name
+from codemill.storage.folder import Folder
 
 _PART = re.compile(r"part-(\d+)")
 STATS = "stats.json"
 
 
-def write_table(df: DataFrame, path: Path) -> None:
+def write_table(df: DataFrame, uri: str) -> None:
     """Parquet sorted by id: the same rows in the same order on every run."""
-    df.orderBy("id").write.mode("error").parquet(str(path))
+    df.orderBy("id").write.mode("error").parquet(uri)
 
 
-def read_table(spark: SparkSession, path: Path) -> DataFrame:
-    return spark.read.parquet(str(path))
+def read_table(spark: SparkSession, uri: str) -> DataFrame:
+    return spark.read.parquet(uri)
 
 
-def part_files(path: Path) -> list[Path]:
+def part_files(table: Folder) -> list[str]:
     """Parquet part files in write order (part numbers; Spark's names differ per run)."""
-    files = [p for p in Path(path).glob("part-*.parquet")]
-    return sorted(files, key=lambda p: int(_PART.match(p.name).group(1)))
+    files = [f.uri for f in table.fs.list_files(table.uri) if _PART.match(name(f.uri))
+             and f.uri.endswith(".parquet")]
+    return sorted(files, key=lambda uri: int(_PART.match(name(uri)).group(1)))
 
 
-def table_digest(path: Path) -> str:
+def table_digest(table: Folder) -> str:
     """sha256 over the rows in order: equal iff the same rows in the same order."""
     h = hashlib.sha256()
-    for part in part_files(path):
-        for batch in pq.ParquetFile(part).iter_batches(batch_size=4096):
+    for part in part_files(table):
+        data = pa.BufferReader(table.fs.read_bytes(part))
+        for batch in pq.ParquetFile(data).iter_batches(batch_size=4096):
             for row in batch.to_pylist():
                 h.update(json.dumps(row, sort_keys=True, default=str).encode())
                 h.update(b"\n")
@@ -75,24 +79,24 @@ def compute_stats(
     ).check()
 
 
-def write_stage_output(spark: SparkSession, stage: str, out: StageOutput, upstream: Path | None,
-                       work_dir: Path, started: float) -> StageStats:
+def write_stage_output(spark: SparkSession, stage: str, out: StageOutput, upstream: Folder | None,
+                       work: Folder, started: float) -> StageStats:
     """Write a stage's kept and dropped tables, its extra tables and `stats.json`. Its
     input counts are the upstream stage's output counts (none upstream: the stage's
     input is what it kept plus what it dropped); the stats check that they add up."""
-    write_table(out.kept, work_dir / "docs")
-    write_table(out.dropped, work_dir / "dropped")
-    for name, table in out.tables.items():
-        table.write.parquet(str(work_dir / name))
-    source = StageStats.read(upstream / STATS) if upstream else None
+    write_table(out.kept, work.join("docs"))
+    write_table(out.dropped, work.join("dropped"))
+    for table_name, table in out.tables.items():
+        table.write.parquet(work.join(table_name))
+    source = StageStats.from_json(upstream.read_text(STATS)) if upstream else None
     stats = compute_stats(
         stage,
         source.docs_out if source else None,
         source.bytes_out if source else None,
-        read_table(spark, work_dir / "docs"),
-        read_table(spark, work_dir / "dropped"),
+        read_table(spark, work.join("docs")),
+        read_table(spark, work.join("dropped")),
         time.monotonic() - started,
     )
     stats.extra.update(out.extra)
-    stats.write(work_dir / STATS)
+    work.write_text(STATS, stats.to_json())
     return stats

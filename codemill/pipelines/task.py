@@ -2,10 +2,21 @@
 
     luigi --module codemill.pipelines.task RunStage --stage report --config-path run.toml --local-scheduler
 
-Its output is `<out>/<stage folders>/<fingerprint>/`, committed atomically with a
-`_SUCCESS` marker. The fingerprint hashes the stage's name and item, its inputs'
-fingerprints and its `settings()`; it is computed once per task object (Luigi keeps
-one object per parameter set), so a run walks sources and hashes model files once.
+Its output is the folder `<out>/<stage folders>/<fingerprint>/`, where `out` is any
+URI (a local path, `hdfs://`, `s3a://`, …). The fingerprint hashes the stage's name
+and item, its inputs' fingerprints and its `settings()`; it is computed once per task
+object (Luigi keeps one object per parameter set), so a run walks sources and hashes
+model files once.
+
+The task's identity — what a shared `luigid` deduplicates by — is what it computes:
+the stage, the output URI and the fingerprint; never the config's path as typed nor
+scheduler or worker flags. So two users running the same work share it, and two
+different runs never collide.
+
+Each run writes its own attempt folder inside the output folder and commits it with
+a commit record, written last (`codemill.storage.commit`); the task is complete when
+the record exists. While it works, the run holds the lease on `out`
+(`codemill.storage.lease`), which also makes removing other runs' stale attempts safe.
 """
 
 from __future__ import annotations
@@ -13,17 +24,44 @@ from __future__ import annotations
 import sys
 import time
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import luigi
+from luigi.task import task_id_str
 
-from codemill.atomic import SUCCESS, atomic_dir
 from codemill.config import load_run_config
 from codemill.errors import explain
 from codemill.fingerprint import fingerprint
 from codemill.stages import make_stage
 from codemill.stages.base import Stage, StageRef
+from codemill.storage import FileSystem, filesystem, is_local, join, scheme
+from codemill.storage.commit import attempt_name, clean_stale_attempts, commit, read_commit, resolve, verify
+from codemill.storage.folder import Folder
+from codemill.storage.lease import RUN_ID, hold
+
+# schemes pyarrow.fs reaches without Spark; any other non-local out is reached through
+# Hadoop, for which a SparkSession is started even for stages that need none
+ARROW_SCHEMES = {"s3", "s3a", "gs", "gcs"}
+
+
+def out_filesystem(cfg: Any) -> FileSystem:
+    """The file system of the run's `out`, starting Spark when only Hadoop reaches it."""
+    out = cfg.out_uri()
+    if not is_local(out) and scheme(out) not in ARROW_SCHEMES:
+        from codemill.spark import get_spark
+
+        return filesystem(out, get_spark(cfg.spark))
+    return filesystem(out)
+
+
+class CommittedOutput(luigi.Target):
+    """A stage's output folder; it exists once a commit record names its attempt."""
+
+    def __init__(self, uri: str, cfg: Any) -> None:
+        self.uri, self.cfg = uri, cfg
+
+    def exists(self) -> bool:
+        return read_commit(out_filesystem(self.cfg), self.uri) is not None
 
 
 class RunStage(luigi.Task):
@@ -31,6 +69,11 @@ class RunStage(luigi.Task):
     item = luigi.Parameter(default="", description="for a stage run per item: which (a mix name)")
     config_path = luigi.Parameter(default="", description="run config TOML; empty: the embedded demo")
     overrides = luigi.ListParameter(default=[], description='config overrides, e.g. ["seed=1"]')
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.task_id = task_id_str(self.get_task_family(), {
+            "stage": self.stage, "item": self.item, "out": self.cfg.out_uri(), "fingerprint": self.fingerprint})
 
     @cached_property
     def cfg(self) -> Any:
@@ -53,23 +96,44 @@ class RunStage(luigi.Task):
         return fingerprint(self.stage, self.item, upstream, self.impl.settings())
 
     @property
-    def output_dir(self) -> Path:
-        return self.cfg.out_path().joinpath(*self.impl.output_parts(), self.fingerprint)
+    def output_uri(self) -> str:
+        return join(self.cfg.out_uri(), *self.impl.output_parts(), self.fingerprint)
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.output_dir / SUCCESS))
+    def output(self) -> CommittedOutput:
+        return CommittedOutput(self.output_uri, self.cfg)
+
+    def committed(self) -> Folder:
+        """The committed attempt, checked against its commit record."""
+        fs = out_filesystem(self.cfg)
+        problems = verify(fs, self.output_uri)
+        if problems:
+            raise RuntimeError(f"{self.stage} output {self.output_uri} is damaged ({'; '.join(problems[:3])}); "
+                               "delete that folder to have it recomputed")
+        return Folder(resolve(fs, self.output_uri), fs)
 
     def run(self) -> None:
         from codemill.pipelines.tables import write_stage_output
-        from codemill.spark import get_spark
 
-        spark = get_spark(self.cfg.spark) if self.impl.uses_spark() else None
-        inputs = {name: task.output_dir for name, task in self.requires().items()}
+        fs = out_filesystem(self.cfg)
+        hold(fs, self.cfg.out_uri(), self.cfg.lease_seconds)
+        spark = None
+        if self.impl.uses_spark():
+            from codemill.spark import get_spark
+
+            spark = get_spark(self.cfg.spark)
+        inputs = {name: task.committed() for name, task in self.requires().items()}
+        attempt = attempt_name(RUN_ID)
+        clean_stale_attempts(fs, self.output_uri, keep=attempt)
+        work = Folder(join(self.output_uri, attempt), fs)
+        fs.delete(work.uri)  # this run's own earlier try at this stage
         started = time.monotonic()
-        with atomic_dir(self.output_dir) as work_dir:
-            out = self.impl.run(spark, inputs, work_dir)
-            if out is not None:
-                write_stage_output(spark, self.stage, out, inputs.get("docs"), work_dir, started)
+        out = self.impl.run(spark, inputs, work)
+        stats = None
+        if out is not None:
+            stats = write_stage_output(spark, self.stage, out, inputs.get("docs"), work, started)
+        work.publish()
+        commit(fs, self.output_uri, attempt, RUN_ID, stage=self.stage, item=self.item,
+               fingerprint=self.fingerprint, docs_out=stats.docs_out if stats else None)
         if spark is not None:
             spark.catalog.clearCache()  # stages persist their one pass over the input
 

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from codemill.atomic import write_text_atomic
 from codemill.pipelines.tables import read_table
 from codemill.stats import StageStats
-from codemill.tokenize.shards import read_manifest
+from codemill.storage import display
+from codemill.storage.folder import Folder
+from codemill.tokenize.shard_format import MANIFEST
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
-def _mix_summary(shard_dir: Path) -> dict[str, Any]:
-    manifest = read_manifest(shard_dir)
+def _mix_summary(shard_dir: Folder) -> dict[str, Any]:
+    manifest = json.loads(shard_dir.read_text(MANIFEST))
     mix, counts = manifest["mix"], manifest["counts"]
     return {
-        "shards": str(shard_dir),
+        "shards": display(shard_dir.uri),
         "sequences": counts["sequences"],
         "tokens": counts["tokens"],
         "seq_len": manifest["seq_len"],
@@ -38,25 +38,25 @@ def _mix_summary(shard_dir: Path) -> dict[str, Any]:
 
 
 def build_report(
-    spark: SparkSession, cfg: Any, stage_dirs: dict[str, Path], shard_dirs: dict[str, Path]
+    spark: SparkSession, cfg: Any, stage_dirs: dict[str, Folder], shard_dirs: dict[str, Folder]
 ) -> dict[str, Any]:
-    stages = [StageStats.read(d / "stats.json") for d in stage_dirs.values()]
+    stages = [StageStats.from_json(d.read_text("stats.json")) for d in stage_dirs.values()]
     final_dir = list(stage_dirs.values())[-1]
     by_lang = (
-        read_table(spark, final_dir / "docs")
+        read_table(spark, final_dir.join("docs"))
         .groupBy("kind", "lang")
         .agg(F.count("*").alias("docs"), F.sum("size_bytes").alias("bytes"))
         .orderBy(F.desc("bytes"), "kind", "lang")
         .collect()
     )
     return {
-        "out": str(cfg.out_path()),
+        "out": display(cfg.out_uri()),
         "stages": [asdict(s) for s in stages],
-        "outputs": {name: str(d) for name, d in stage_dirs.items()},
+        "outputs": {name: display(d.uri) for name, d in stage_dirs.items()},
         "final": {
             "docs": stages[-1].docs_out,
             "bytes": stages[-1].bytes_out,
-            "table": str(final_dir / "docs"),
+            "table": display(final_dir.join("docs")),
         },
         "by_lang": [r.asDict() for r in by_lang],
         "mixes": {name: _mix_summary(d) for name, d in shard_dirs.items()},
@@ -124,15 +124,14 @@ def format_summary(report: dict[str, Any], top_langs: int = 12) -> str:
 
 
 def write_report(
-    spark: SparkSession, cfg: Any, stage_dirs: dict[str, Path], shard_dirs: dict[str, Path],
-    report_dir: Path,
+    spark: SparkSession, cfg: Any, stage_dirs: dict[str, Folder], shard_dirs: dict[str, Folder],
+    report_dir: Folder,
 ) -> dict[str, Any]:
     """Write report.json and summary.txt for this run, and as the output root's latest."""
     report = build_report(spark, cfg, stage_dirs, shard_dirs)
     text = format_summary(report)
-    report_dir.mkdir(parents=True, exist_ok=True)
     blob = json.dumps(report, indent=2, sort_keys=True) + "\n"
-    for directory in (cfg.out_path(), report_dir):
-        write_text_atomic(directory / "summary.txt", text)
-        write_text_atomic(directory / "report.json", blob)
+    for directory in (Folder(cfg.out_uri(), report_dir.fs), report_dir):
+        directory.write_text("summary.txt", text)
+        directory.write_text("report.json", blob)
     return report

@@ -329,15 +329,22 @@ def format_funnel(steps: Mapping[str, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_jsonl(rows: Iterable[Mapping[str, Any]]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def parse_jsonl(text: str) -> list[Record]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.write(format_jsonl(rows))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Record]:
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return parse_jsonl(f.read())
 
 
 def instruction_rows(rows: Sequence[Record]) -> list[Record]:

@@ -9,11 +9,13 @@ A stage declares
   sections, the sha256 of model files, the seed). The task hashes these with the
   inputs' fingerprints into the output folder's name, so a changed setting never
   reuses stale output;
-* `run(spark, inputs, work_dir)` — the work: reads its inputs' folders, calls the
-  stage's kernels (plain functions over DataFrames or records) and writes into
-  `work_dir`, which becomes the output folder only when `run` returns. A stage that
-  returns a `StageOutput` has its document table, dropped table and statistics
-  written for it.
+* `run(spark, inputs, work)` — the work: reads its inputs' committed folders, calls
+  the stage's kernels (plain functions over DataFrames or records) and writes into
+  `work`, this run's attempt folder, which becomes the output only when `run` returns
+  and the task commits it. Folders are `codemill.storage.folder.Folder`s: any URI,
+  with Spark writing tables to `work.join(name)` and local-only libraries writing
+  into `work.local()`. A stage that returns a `StageOutput` has its document table,
+  dropped table and statistics written for it.
 
 Stage modules import their kernels (and Spark) inside `run`, so that loading the
 registry, and with it the run config, stays light.
@@ -22,13 +24,13 @@ registry, and with it the run config, stays light.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from codemill.schema import StageOutput
+    from codemill.storage.folder import Folder
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,8 @@ class Stage:
         """Folders under the run's `out` (the fingerprint folder goes below)."""
         return (*self.name.split("/"), *([self.item] if self.item else []))
 
-    def run(self, spark: SparkSession | None, inputs: dict[str, Path],
-            work_dir: Path) -> StageOutput | None:
+    def run(self, spark: SparkSession | None, inputs: dict[str, Folder],
+            work: Folder) -> StageOutput | None:
         raise NotImplementedError
 
 
@@ -81,6 +83,6 @@ class DocumentStage(Stage):
         return {"docs": StageRef(previous_document_stage(self.cfg, self.name))}
 
 
-def docs_path(inputs: dict[str, Path]) -> Path:
+def docs_path(inputs: dict[str, Folder]) -> str:
     """The document table of a `docs` input."""
-    return inputs["docs"] / "docs"
+    return inputs["docs"].join("docs")

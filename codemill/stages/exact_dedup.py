@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codemill.dedup.config import ExactDedupConfig
@@ -12,7 +11,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from codemill.schema import StageOutput
-
+    from codemill.storage.folder import Folder
 
 class ExactDedup(DocumentStage):
     name = "exact_dedup"
@@ -24,7 +23,7 @@ class ExactDedup(DocumentStage):
     def settings(self) -> list[Any]:
         return [self.cfg.exact_dedup]
 
-    def run(self, spark: SparkSession, inputs: dict[str, Path], work_dir: Path) -> StageOutput:
+    def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> StageOutput:
         from codemill.dedup.exact import exact_dedup
         from codemill.pipelines.tables import read_table
 

@@ -5,7 +5,6 @@ own step and reason."""
 from __future__ import annotations
 
 from functools import reduce
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codemill.atomic import file_sha256
@@ -18,12 +17,13 @@ from codemill.filters.config import (
     benchmark_path,
 )
 from codemill.stages.base import DocumentStage, docs_path
+from codemill.storage.folder import local_file
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from codemill.schema import StageOutput
-
+    from codemill.storage.folder import Folder
 
 class Filters(DocumentStage):
     name = "filters"
@@ -32,12 +32,12 @@ class Filters(DocumentStage):
 
     def settings(self) -> list[Any]:
         c = self.cfg
-        models = [file_sha256(m.model_path) if m.enabled else None for m in (c.langid, c.quality)]
+        models = [file_sha256(local_file(m.model_path)) if m.enabled else None for m in (c.langid, c.quality)]
         benchmarks = ([file_sha256(benchmark_path(b)) for b in c.decontam.benchmarks]
                       if c.decontam.enabled else [])
         return [c.filters, c.langid, c.quality, c.decontam, c.pii, models, benchmarks]
 
-    def run(self, spark: SparkSession, inputs: dict[str, Path], work_dir: Path) -> StageOutput:
+    def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> StageOutput:
         from pyspark.sql import DataFrame
 
         from codemill.filters.decontam import decontaminate

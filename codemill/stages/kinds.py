@@ -4,18 +4,18 @@ documents whose kind is certain. Nothing is dropped."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codemill.atomic import file_sha256
 from codemill.mix.config import KindConfig
 from codemill.stages.base import DocumentStage, docs_path
+from codemill.storage.folder import local_file
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from codemill.schema import StageOutput
-
+    from codemill.storage.folder import Folder
 
 class Kinds(DocumentStage):
     name = "kinds"
@@ -23,11 +23,11 @@ class Kinds(DocumentStage):
 
     def settings(self) -> list[Any]:
         model = self.cfg.kinds.classifier_model
-        return [self.cfg.kinds, self.cfg.seed, file_sha256(model) if model else None]
+        return [self.cfg.kinds, self.cfg.seed, file_sha256(local_file(model)) if model else None]
 
-    def run(self, spark: SparkSession, inputs: dict[str, Path], work_dir: Path) -> StageOutput:
+    def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> StageOutput:
         from codemill.mix.kinds import decide_kinds
         from codemill.pipelines.tables import read_table
 
         docs = read_table(spark, docs_path(inputs))
-        return decide_kinds(spark, docs, self.cfg.kinds, self.cfg.seed, work_dir)
+        return decide_kinds(spark, docs, self.cfg.kinds, self.cfg.seed, work.local())

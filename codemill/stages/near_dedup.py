@@ -3,7 +3,6 @@ the cluster table is written beside the documents."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codemill.dedup.config import NearDedupConfig
@@ -13,7 +12,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from codemill.schema import StageOutput
-
+    from codemill.storage.folder import Folder
 
 class NearDedup(DocumentStage):
     name = "near_dedup"
@@ -25,7 +24,7 @@ class NearDedup(DocumentStage):
     def settings(self) -> list[Any]:
         return [self.cfg.near_dedup]
 
-    def run(self, spark: SparkSession, inputs: dict[str, Path], work_dir: Path) -> StageOutput:
+    def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> StageOutput:
         from codemill.dedup.near import near_dedup_stage
         from codemill.pipelines.tables import read_table
 

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from codemill.stages.base import Stage, StageRef
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from codemill.storage.folder import Folder
 
 SHARDS_PREFIX = "shards:"
 
@@ -23,10 +24,10 @@ class Report(Stage):
         return {**{stage: StageRef(stage) for stage in document_chain(self.cfg)},
                 **{SHARDS_PREFIX + m.name: StageRef("shards", m.name) for m in self.cfg.mix.mixes}}
 
-    def run(self, spark: SparkSession, inputs: dict[str, Path], work_dir: Path) -> None:
+    def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> None:
         from codemill.report.summary import write_report
 
         stage_dirs = {k: v for k, v in inputs.items() if not k.startswith(SHARDS_PREFIX)}
         shard_dirs = {k.removeprefix(SHARDS_PREFIX): v for k, v in inputs.items()
                       if k.startswith(SHARDS_PREFIX)}
-        write_report(spark, self.cfg, stage_dirs, shard_dirs, work_dir)
+        write_report(spark, self.cfg, stage_dirs, shard_dirs, work)

@@ -9,7 +9,9 @@ answered, and a crashed run resumes mid-stage. None of them uses Spark.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,10 +19,12 @@ from codemill.atomic import file_sha256
 from codemill.filters.config import benchmark_path
 from codemill.selfinstruct.config import ModelBackendConfig, SelfInstructConfig
 from codemill.stages.base import Stage, StageRef
+from codemill.storage.folder import local_file
 
 if TYPE_CHECKING:
     from codemill.selfinstruct.backends import CachedBackend
     from codemill.selfinstruct.pipeline import StageResult
+    from codemill.storage.folder import Folder
 
 RECORDS, DROPPED, STATS, FUNNEL = "records.jsonl", "dropped.jsonl", "stats.json", "funnel.txt"
 
@@ -29,6 +33,18 @@ def model_settings(cfg: ModelBackendConfig) -> dict[str, Any]:
     from codemill.selfinstruct.backends import model_identity
 
     return model_identity(cfg)
+
+
+def model_cache_dir(out: str) -> Path:
+    """Where model answers are cached: `<out>/selfinstruct/cache` when `out` is local;
+    for an `out` in object storage, a local folder named after it (the cache is many
+    small files that a crashed run reuses, and local-only like any scratch space)."""
+    from codemill.storage import is_local, join, local_path
+
+    if is_local(out):
+        return local_path(join(out, "selfinstruct", "cache"))
+    root = Path(os.environ.get("CODEMILL_CACHE", Path.home() / ".cache" / "codemill"))
+    return root / "selfinstruct" / hashlib.sha256(out.encode()).hexdigest()[:16]
 
 
 class SelfInstructStage(Stage):
@@ -45,25 +61,25 @@ class SelfInstructStage(Stage):
     def inputs(self) -> dict[str, StageRef]:
         return {"records": StageRef(self.previous)} if self.previous else {}
 
-    def input_records(self, inputs: dict[str, Path]) -> list[dict[str, Any]]:
-        from codemill.selfinstruct.pipeline import read_jsonl
+    def input_records(self, inputs: dict[str, Folder]) -> list[dict[str, Any]]:
+        from codemill.selfinstruct.pipeline import parse_jsonl
 
-        return read_jsonl(inputs["records"] / RECORDS)
+        return parse_jsonl(inputs["records"].read_text(RECORDS))
 
     def model(self, cfg: ModelBackendConfig) -> CachedBackend:
         from codemill.selfinstruct.backends import CachedBackend, make_backend, model_identity
 
-        cache = self.cfg.out_path() / "selfinstruct" / "cache"
+        cache = model_cache_dir(self.cfg.out_uri())
         return CachedBackend(make_backend(cfg), model_identity(cfg), cache, self.si.cache_chunk)
 
-    def write(self, result: StageResult, work_dir: Path, model: CachedBackend | None = None) -> None:
-        from codemill.selfinstruct.pipeline import write_jsonl
+    def write(self, result: StageResult, work: Folder, model: CachedBackend | None = None) -> None:
+        from codemill.selfinstruct.pipeline import format_jsonl
 
         if model is not None:
             result.stats.extra["cache"] = model.stats()
-        write_jsonl(work_dir / RECORDS, result.kept)
-        write_jsonl(work_dir / DROPPED, result.dropped)
-        result.stats.write(work_dir / STATS)
+        work.write_text(RECORDS, format_jsonl(result.kept))
+        work.write_text(DROPPED, format_jsonl(result.dropped))
+        work.write_text(STATS, result.stats.to_json())
 
 
 class ModelStage(SelfInstructStage):
@@ -82,10 +98,10 @@ class ModelStage(SelfInstructStage):
     def ask(self, model: CachedBackend, records: list[dict[str, Any]]) -> StageResult:
         raise NotImplementedError
 
-    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+    def run(self, spark: None, inputs: dict[str, Folder], work: Folder) -> None:
         records = self.input_records(inputs) if self.previous else []
         with self.model(getattr(self.si, self.model_key)) as model:
-            self.write(self.ask(model, records), work_dir, model)
+            self.write(self.ask(model, records), work, model)
 
 
 class Questions(ModelStage):
@@ -107,11 +123,11 @@ class DedupQuestions(SelfInstructStage):
         files = [file_sha256(benchmark_path(b)) for b in decontam.benchmarks] if decontam.enabled else []
         return [self.si.dedup, decontam, files]
 
-    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+    def run(self, spark: None, inputs: dict[str, Folder], work: Folder) -> None:
         from codemill.selfinstruct.pipeline import dedup_questions
 
         self.write(dedup_questions(self.input_records(inputs), self.si.dedup, self.si.decontam),
-                   work_dir)
+                   work)
 
 
 class WriteTests(ModelStage):
@@ -145,14 +161,14 @@ class ExecuteCandidates(SelfInstructStage):
         limits = dataclasses.asdict(self.si.sandbox)
         return [{k: v for k, v in limits.items() if k not in ("workers", "uid_base")}]
 
-    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+    def run(self, spark: None, inputs: dict[str, Folder], work: Folder) -> None:
         from codemill.selfinstruct.pipeline import execute_candidates
         from codemill.selfinstruct.sandbox import Sandbox
 
         records = self.input_records(inputs)
         with Sandbox(self.si.sandbox) as sandbox:
             result = execute_candidates(records, sandbox)
-        self.write(result, work_dir)
+        self.write(result, work)
 
 
 class SelectSolutions(SelfInstructStage):
@@ -179,9 +195,9 @@ class SelectSolutions(SelfInstructStage):
 
     def settings(self) -> list[Any]:
         tokenizer = self.si.output.tokenizer
-        return [self.si.output, file_sha256(tokenizer) if tokenizer else None, self.provenance()]
+        return [self.si.output, file_sha256(local_file(tokenizer)) if tokenizer else None, self.provenance()]
 
-    def run(self, spark: None, inputs: dict[str, Path], work_dir: Path) -> None:
+    def run(self, spark: None, inputs: dict[str, Folder], work: Folder) -> None:
         from codemill.selfinstruct.pipeline import (
             format_funnel,
             funnel,
@@ -193,12 +209,13 @@ class SelectSolutions(SelfInstructStage):
 
         out = self.si.output
         result = select_solutions(self.input_records(inputs), out.keep, self.provenance())
-        write_dataset(result.kept, work_dir)
+        write_dataset(result.kept, work.local())
         if out.tokenizer:
             result.stats.extra["shards"] = write_instruction_shards(
-                result.kept, out.tokenizer, out.seq_len, work_dir / "shards")
-        earlier = [StageStats.read(path / STATS) for name, path in inputs.items() if name != "records"]
+                result.kept, str(local_file(out.tokenizer)), out.seq_len, work.local() / "shards")
+        earlier = [StageStats.from_json(folder.read_text(STATS))
+                   for name, folder in inputs.items() if name != "records"]
         steps = funnel(earlier + [result.stats])
-        (work_dir / "funnel.json").write_text(json.dumps(steps, indent=2) + "\n")
-        (work_dir / FUNNEL).write_text(format_funnel(steps))
-        self.write(result, work_dir)
+        work.write_text("funnel.json", json.dumps(steps, indent=2) + "\n")
+        work.write_text(FUNNEL, format_funnel(steps))
+        self.write(result, work)

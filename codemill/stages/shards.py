@@ -4,7 +4,6 @@ manifest that records all of it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codemill.mix.config import MixConfig
@@ -15,6 +14,7 @@ from codemill.tokenize.config import FimConfig, PackConfig
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from codemill.storage.folder import Folder
 
 class Shards(Stage):
     name = "shards"
@@ -31,7 +31,7 @@ class Shards(Stage):
         return [c.mix.spec(self.item), c.mix.max_epochs, c.mix.total_tokens, c.mix.partitions,
                 c.fim, c.pack, c.seed]
 
-    def run(self, spark: SparkSession, inputs: dict[str, Path], work_dir: Path) -> None:
+    def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> None:
         from pyspark.sql import functions as F
 
         from codemill.mix.plan import category, plan_mix, select_copies
@@ -42,7 +42,7 @@ class Shards(Stage):
 
         c, spec = self.cfg, self.cfg.mix.spec(self.item)
         docs = read_table(spark, docs_path(inputs)).join(
-            read_table(spark, inputs["counts"] / "counts"), "id")
+            read_table(spark, inputs["counts"].join("counts")), "id")
         tokens = docs.groupBy(category(spec).alias("category")).agg(F.sum("n_tokens").alias("n"))
         plan = plan_mix(spec, {r["category"]: r["n"] for r in tokens.collect()},
                         c.mix.max_epochs, c.mix.total_tokens)
@@ -52,9 +52,9 @@ class Shards(Stage):
         total = sum(realised.values())
         tok = load_tokenizer(tokenizer_path(inputs))
         shards, stats = write_shards(spark, selected, tok, c.fim, c.pack, c.seed, c.mix.partitions,
-                                     work_dir)
+                                     work)
         mix = {**plan.to_dict(), "realised_tokens": realised,
                "realised": {k: v / total for k, v in sorted(realised.items())}}
-        write_manifest(work_dir, tokenizer=tok, pack=c.pack, fim=c.fim, seed=c.seed,
+        write_manifest(work, tokenizer=tok, pack=c.pack, fim=c.fim, seed=c.seed,
                        shards=shards, stats=stats, mix=mix)
         selected.unpersist()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from codemill.stages.base import Stage, StageRef, docs_path
@@ -11,6 +10,7 @@ from codemill.stages.tokenizer import tokenizer_path
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from codemill.storage.folder import Folder
 
 class TokenCounts(Stage):
     name = "token_counts"
@@ -20,11 +20,11 @@ class TokenCounts(Stage):
 
         return {"docs": final_document_stage(self.cfg), "tokenizer": StageRef("tokenizer")}
 
-    def run(self, spark: SparkSession, inputs: dict[str, Path], work_dir: Path) -> None:
+    def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> None:
         from codemill.pipelines.tables import read_table, write_table
         from codemill.tokenize.jobs import count_tokens
         from codemill.tokenize.tokenizer import load_tokenizer
 
         docs = read_table(spark, docs_path(inputs))
         counts = count_tokens(spark, docs, load_tokenizer(tokenizer_path(inputs)))
-        write_table(counts, work_dir / "counts")
+        write_table(counts, work.join("counts"))

@@ -3,16 +3,18 @@ corpus, or the model the config names (checked for the infilling tokens)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codemill.atomic import file_sha256
 from codemill.stages.base import Stage, StageRef, docs_path
+from codemill.storage.folder import local_file
 from codemill.tokenize.config import TokenizerConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from codemill.storage.folder import Folder
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -31,24 +33,25 @@ class Tokenizer(Stage):
 
     def settings(self) -> list[Any]:
         tok = self.cfg.tokenizer
-        return [tok, file_sha256(tok.model)] if tok.model else [tok, self.cfg.seed]
+        return [tok, file_sha256(local_file(tok.model))] if tok.model else [tok, self.cfg.seed]
 
-    def run(self, spark: SparkSession | None, inputs: dict[str, Path], work_dir: Path) -> None:
+    def run(self, spark: SparkSession | None, inputs: dict[str, Folder], work: Folder) -> None:
         from codemill.tokenize.tokenizer import load_tokenizer, train_tokenizer
 
         cfg = self.cfg.tokenizer
         if cfg.model:
-            load_tokenizer(cfg.model)  # a clear error if it lacks the infilling tokens
-            shutil.copyfile(cfg.model, work_dir / TOKENIZER_FILE)
+            model = local_file(cfg.model)
+            load_tokenizer(model)  # a clear error if it lacks the infilling tokens
+            work.fs.upload(model, work.join(TOKENIZER_FILE))
             return
         from codemill.pipelines.tables import read_table
         from codemill.tokenize.jobs import sample_texts
 
         texts = sample_texts(read_table(spark, docs_path(inputs)), cfg.train_sample_bytes,
                              self.cfg.seed)
-        train_tokenizer(texts, work_dir / "tokenizer", config=cfg)
+        train_tokenizer(texts, work.local() / "tokenizer", config=cfg)
 
 
-def tokenizer_path(inputs: dict[str, Path]) -> Path:
-    """The model file of a `tokenizer` input."""
-    return inputs["tokenizer"] / TOKENIZER_FILE
+def tokenizer_path(inputs: dict[str, Folder]) -> Path:
+    """A local copy of the model file of a `tokenizer` input."""
+    return inputs["tokenizer"].fetch(TOKENIZER_FILE)

@@ -40,6 +40,12 @@ class FileSystem:
         """Every file under `uri` (recursively), sorted by URI; [] when nothing is there."""
         raise NotImplementedError
 
+    def children(self, uri: str) -> list[str]:
+        """The names directly under `uri` (files and folders); [] when nothing is there."""
+        prefix = uri.rstrip("/") + "/"
+        return sorted({f.uri[len(prefix):].split("/", 1)[0] for f in self.list_files(uri)
+                       if f.uri.startswith(prefix)})
+
     def read_bytes(self, uri: str) -> bytes:
         raise NotImplementedError
 

@@ -10,6 +10,7 @@ attempt without one is a crash's leftover, removed once no live run owns it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -44,3 +45,56 @@ def attempt_name(run_id: str) -> str:
 
 def is_attempt(uri: str) -> bool:
     return name(uri).startswith(ATTEMPT_PREFIX)
+
+
+# files up to this size get a sha256 in the record (manifests, stats, models); larger
+# ones (tables, shards) are checked by size here and by their own checksums elsewhere
+CHECKSUM_MAX_BYTES = 1 << 20
+
+
+def _relative(file_uri: str, attempt: str) -> str:
+    # Hadoop may qualify URIs (hdfs:///x -> hdfs://namenode:8020/x): match on the attempt
+    return file_uri.split(f"/{attempt}/", 1)[1]
+
+
+def commit(fs: FileSystem, output: str, attempt: str, run_id: str, **facts: Any) -> dict[str, Any]:
+    """Make `attempt` the output of `output` by writing its commit record, last."""
+    files = []
+    for f in fs.list_files(join(output, attempt)):
+        entry: dict[str, Any] = {"path": _relative(f.uri, attempt), "bytes": f.size}
+        if f.size <= CHECKSUM_MAX_BYTES:
+            entry["sha256"] = hashlib.sha256(fs.read_bytes(f.uri)).hexdigest()
+        files.append(entry)
+    record = {"attempt": attempt, "run_id": run_id, "files": files, **facts}
+    fs.write_bytes(join(output, COMMIT), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    return record
+
+
+def verify(fs: FileSystem, output: str) -> list[str]:
+    """What is wrong with a committed output: files missing, or of another size than the
+    record says (checksums are compared by `verify_checksums`)."""
+    record = read_commit(fs, output)
+    if record is None:
+        return [f"{output}: not committed"]
+    attempt = record["attempt"]
+    present = {_relative(f.uri, attempt): f.size for f in fs.list_files(join(output, attempt))}
+    problems = []
+    for entry in record["files"]:
+        size = present.get(entry["path"])
+        if size is None:
+            problems.append(f"{entry['path']}: missing")
+        elif size != entry["bytes"]:
+            problems.append(f"{entry['path']}: {size} bytes, the commit record says {entry['bytes']}")
+    return problems
+
+
+def clean_stale_attempts(fs: FileSystem, output: str, keep: str) -> list[str]:
+    """Remove the attempts of `output` other than `keep` and the committed one. Call it
+    only while holding the output root's lease: then no other live run owns them."""
+    record = read_commit(fs, output)
+    committed = record["attempt"] if record else None
+    stale = [child for child in fs.children(output)
+             if child.startswith(ATTEMPT_PREFIX) and child not in (keep, committed)]
+    for child in stale:
+        fs.delete(join(output, child))
+    return stale

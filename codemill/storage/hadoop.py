@@ -70,6 +70,12 @@ class HadoopFileSystem(FileSystem):
                                   st.getModificationTime() * 1_000_000))
         return sorted(found, key=lambda f: f.uri)
 
+    def children(self, uri: str) -> list[str]:
+        fs, path = self._fs(uri)
+        if not fs.exists(path):
+            return []
+        return sorted(st.getPath().getName() for st in fs.listStatus(path))
+
     def read_bytes(self, uri: str) -> bytes:
         fs, path = self._fs(uri)
         try:

@@ -36,6 +36,11 @@ class _CommitOnClose:
             os.replace(self.tmp, self.path)
             self.closed = True
 
+    def discard(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+        self.closed = True
+
     def __enter__(self) -> _CommitOnClose:
         return self
 
@@ -43,9 +48,7 @@ class _CommitOnClose:
         if exc_type is None:
             self.close()
         else:
-            self.file.close()
-            self.tmp.unlink(missing_ok=True)
-            self.closed = True
+            self.discard()
 
 
 class LocalFileSystem(FileSystem):
@@ -63,6 +66,10 @@ class LocalFileSystem(FileSystem):
         for directory, _, files in os.walk(root):
             found += [self._info(Path(directory, f)) for f in files]
         return sorted(found, key=lambda f: f.uri)
+
+    def children(self, uri: str) -> list[str]:
+        path = local_path(uri)
+        return sorted(os.listdir(path)) if path.is_dir() else []
 
     @staticmethod
     def _info(path: Path) -> FileInfo:

@@ -1,23 +1,31 @@
 """Tokenization as Spark jobs: the tokenizer model is shipped to executors with
 `SparkContext.addFile`, documents are encoded over Arrow batches, and each
-partition packs its own shards."""
+partition packs its own shards, whose bytes the driver writes to the output folder
+through storage (executors' Python cannot reach Hadoop's file systems)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
-from pyspark import TaskContext
+from pyspark import StorageLevel, TaskContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from tqdm import tqdm
 
 from codemill.spark import ship_file
+from codemill.storage.folder import Folder
 from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.pack import PackStats, pack_documents
-from codemill.tokenize.shards import ShardInfo, rename_shards
+from codemill.tokenize.shards import ShardError, ShardInfo, shard_name
 from codemill.tokenize.tokenizer import Tokenizer, load_tokenizer
+
+CHUNK_DDL = "file string, data binary, shards string, stats string"
+CHUNK_SCHEMA = pa.schema([("file", pa.string()), ("data", pa.binary()), ("shards", pa.string()),
+                          ("stats", pa.string())])
 
 # Buckets of the shuffle key: many more than partitions, so hash partitioning spreads
 # them evenly and each partition's set of documents depends only on the data.
@@ -60,16 +68,16 @@ def write_shards(
     pack: PackConfig,
     seed: int,
     partitions: int,
-    out_dir: Path,
+    out: Folder,
 ) -> tuple[list[ShardInfo], PackStats]:
     """Shuffle the selected (document, copy) rows by a seeded hash, then tokenize,
-    FIM-transform and pack each partition into its own shards under `out_dir`.
+    FIM-transform and pack each partition into its own shards, written to `out` as
+    shard-00000.arrow, shard-00001.arrow, … in partition order.
 
     A copy of a document draws its own FIM split (`id#copy`); the shard order and
     contents depend only on the data and the seed, not on timing or retries.
     """
     tok = ship(spark, tok)
-    out = str(out_dir)
     fim_id = F.when(F.col("copy") == 0, F.col("id")).otherwise(
         F.concat_ws("#", F.col("id"), F.col("copy").cast("string")))
     order = F.xxhash64(F.lit(seed), F.col("id"), F.col("copy"))
@@ -85,20 +93,88 @@ def write_shards(
         pid = TaskContext.get().partitionId()
         stats = PackStats()
         docs = ((b.column("content").to_pylist(), b.column("fim_id").to_pylist()) for b in batches)
-        with ShardWriter(out, pack.seq_len, prefix=f"part-{pid:05d}") as writer:
+        sinks: list[_Chunks] = []
+
+        def drain() -> Iterator[pa.RecordBatch]:
+            for sink in sinks:
+                if sink.parts:
+                    yield pa.RecordBatch.from_pylist([{"file": sink.name, "data": sink.take()}], CHUNK_SCHEMA)
+            sinks[:] = [s for s in sinks if not s.closed]
+
+        def open_sink(name: str) -> _Chunks:
+            sinks.append(_Chunks(name))
+            return sinks[-1]
+
+        with ShardWriter(None, pack.seq_len, prefix=f"part-{pid:05d}", open_file=open_sink) as writer:
             for packed in pack_documents(docs, tok, fim, pack, seed, stats):
                 writer.write(packed)
-        infos = [vars(i) for i in writer.shards]
-        yield pa.RecordBatch.from_pylist(
-            [{"partition": pid, "shards": json.dumps(infos), "stats": json.dumps(stats.to_dict())}])
+                yield from drain()
+        yield from drain()
+        yield pa.RecordBatch.from_pylist([{"shards": json.dumps([vars(i) for i in writer.shards]),
+                                           "stats": json.dumps(stats.to_dict())}], CHUNK_SCHEMA)
 
-    results = sorted(
-        rows.mapInArrow(pack_partition, "partition long, shards string, stats string").collect(),
-        key=lambda r: r["partition"],
-    )
-    stats = PackStats()
-    infos: list[ShardInfo] = []
-    for r in results:
+    # packed in parallel and kept on the executors' disks, then streamed to the driver
+    # one partition at a time, in order
+    packed = rows.mapInArrow(pack_partition, CHUNK_DDL).persist(StorageLevel.DISK_ONLY)
+    packed.count()
+    try:
+        return _write_streamed(packed.toLocalIterator(prefetchPartitions=True), out)
+    finally:
+        packed.unpersist()
+
+
+def _write_streamed(chunks: Iterator[Any], out: Folder) -> tuple[list[ShardInfo], PackStats]:
+    """Write the streamed chunks as shard-00000.arrow, … and check each file's sha256
+    against what its partition computed."""
+    stats, infos = PackStats(), []
+    names: dict[str, str] = {}  # a partition's name for a shard -> its global name
+    written: dict[str, str] = {}  # global name -> sha256 of the bytes written
+    file, output, sha = None, None, hashlib.sha256()
+
+    def close() -> None:
+        if output is not None:
+            output.close()
+            written[names[file]] = sha.hexdigest()
+
+    for r in tqdm(chunks, desc="writing shards", unit=" chunks", mininterval=2.0, leave=False):
+        if r["shards"] is None:  # a chunk of a shard
+            if r["file"] != file:
+                close()
+                file, sha = r["file"], hashlib.sha256()
+                names[file] = shard_name("shard", len(names))
+                output = out.fs.open_output(out.join(names[file]))
+            output.write(r["data"])
+            sha.update(r["data"])
+            continue
+        close()  # a partition's end: its shards and counts
+        file, output = None, None
         stats.merge(PackStats(**json.loads(r["stats"])))
-        infos += [ShardInfo(**i) for i in json.loads(r["shards"])]
-    return rename_shards(out_dir, infos), stats
+        for info in json.loads(r["shards"]):
+            infos.append(ShardInfo(names[info["file"]], info["rows"], info["bytes"], info["sha256"]))
+    for info in infos:
+        if written.get(info.file) != info.sha256:
+            raise ShardError(f"{out.join(info.file)}: the bytes written differ from those packed")
+    return infos, stats
+
+
+class _Chunks:
+    """A shard's file on an executor: its bytes are taken out as they are written."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.parts, self.closed = name, [], False
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    discard = close
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data

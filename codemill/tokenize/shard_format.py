@@ -21,6 +21,8 @@ from typing import Any
 import pyarrow as pa
 
 from codemill.atomic import file_sha256
+from codemill.storage import StorageError, display, filesystem, join, to_uri
+from codemill.storage.commit import resolve
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.model"
@@ -54,24 +56,31 @@ def instruction_schema(seq_len: int) -> pa.Schema:
 
 
 def read_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(shard_dir) / MANIFEST
+    """The manifest of a shard directory: a local path or a URI (s3://, gs://, hdfs://,
+    file://), read through its commit record when it is a pipeline output folder."""
+    location = to_uri(shard_dir)
+    fs = filesystem(location)
+    uri = join(resolve(fs, location), MANIFEST)
+    if not fs.exists(uri):
+        raise ShardError(f"{display(uri)} does not exist: not a shard directory, or not finished")
     try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ShardError(f"{path} does not exist: not a shard directory, or not finished") from None
+        manifest = json.loads(fs.read_bytes(uri))
     except json.JSONDecodeError as exc:
-        raise ShardError(f"{path} is not valid JSON: {exc}") from None
+        raise ShardError(f"{display(uri)} is not valid JSON: {exc}") from None
     if manifest.get("format") != FORMAT:
-        raise ShardError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        raise ShardError(f"{display(uri)}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     return manifest
 
 
 def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
-    """Every problem found: checksums, sizes, row counts, schema, stray files. [] = sound."""
-    out = Path(shard_dir)
+    """Every problem found: checksums, sizes, row counts, schema, stray files. [] = sound.
+    A remote directory is checked in its local cache (codemill.storage.cache)."""
+    from codemill.storage.cache import cached_shard_dir
+
     try:
+        out = cached_shard_dir(shard_dir)
         manifest = read_manifest(out)
-    except ShardError as exc:
+    except (ShardError, StorageError) as exc:
         return [str(exc)]
     problems = []
     tok = manifest["tokenizer"]

@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from codemill.atomic import AtomicFile, atomic_path, file_sha256, write_text_atomic
+from codemill.storage import join, to_uri
+from codemill.storage.folder import Folder
+from codemill.storage.local import LocalFileSystem
 from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.fim import render
 from codemill.tokenize.pack import PackStats
@@ -55,25 +56,32 @@ def shard_name(prefix: str, index: int) -> str:
     return f"{prefix}-{index:05d}.arrow"
 
 
+def local_opener(out_dir: str | os.PathLike) -> Callable[[str], BinaryIO]:
+    """Shard files in a local folder, each written under a temporary name and renamed
+    when complete, so a killed writer never leaves a file that looks finished."""
+    fs, folder = LocalFileSystem(), to_uri(out_dir)
+    return lambda name: fs.open_output(join(folder, name))
+
+
 class ShardWriter:
     """Writes packed rows into shards of `batches_per_shard` record batches each.
 
-    Each shard is written under a temporary name and renamed when complete, so a
-    killed writer never leaves a file that looks finished. Spark partitions each
-    use their own `prefix`; `rename_shards` then numbers the shards globally.
+    `open_file(name)` gives the file a shard is written to: by default one in `out_dir`;
+    Spark partitions stream theirs to the driver instead (tokenize/jobs.py), each under
+    its own `prefix`, and the driver numbers the shards globally.
     """
 
     def __init__(
         self,
-        out_dir: str | os.PathLike,
+        out_dir: str | os.PathLike | None,
         seq_len: int,
         prefix: str = "shard",
         rows_per_batch: int | None = None,
         batches_per_shard: int = 16,
         loss_spans: bool = False,
+        open_file: Callable[[str], BinaryIO] | None = None,
     ) -> None:
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.open_file = open_file or local_opener(out_dir)
         # instruction rows (loss_spans) add a column
         self.schema = instruction_schema(seq_len) if loss_spans else sequence_schema(seq_len)
         self.prefix = prefix
@@ -127,7 +135,7 @@ class ShardWriter:
     def _write_batch(self, table: pa.Table) -> None:
         if self._open is None:
             name = shard_name(self.prefix, len(self.shards))
-            self._open = _OpenShard(self.out_dir / name, self.schema)
+            self._open = _OpenShard(name, self.open_file(name), self.schema)
         self._open.write(table)
         if self._open.batches == self.batches_per_shard:
             self.shards.append(self._open.finish())
@@ -135,32 +143,31 @@ class ShardWriter:
 
 
 class _HashingFile:
-    """A write-only file that hashes what passes through (one pass, no read-back)."""
+    """A write-only file that hashes and counts what passes through (one pass, no read-back)."""
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
         self.sha256 = hashlib.sha256()
+        self.size = 0
         self.closed = False
 
     def write(self, data) -> int:
         self.sha256.update(data)
+        self.size += len(data)
         return self._f.write(data)
 
     def flush(self) -> None:
         self._f.flush()
 
     def close(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        self.closed = True
+        self.closed = True  # the shard decides: commit (close the target) or discard
 
 
 class _OpenShard:
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path = path
-        self._target = AtomicFile(path, "wb")
-        self._file = _HashingFile(self._target.file)
+    def __init__(self, name: str, target: BinaryIO, schema: pa.Schema) -> None:
+        self.name = name
+        self._target = target
+        self._file = _HashingFile(target)
         self._sink = pa.PythonFile(self._file, mode="w")
         self._writer = pa.ipc.new_stream(self._sink, schema)
         self.rows = self.batches = 0
@@ -173,9 +180,8 @@ class _OpenShard:
     def finish(self) -> ShardInfo:
         self._writer.close()
         self._sink.close()
-        self._target.commit()
-        size = self.path.stat().st_size
-        return ShardInfo(self.path.name, self.rows, size, self._file.sha256.hexdigest())
+        self._target.close()
+        return ShardInfo(self.name, self.rows, self._file.size, self._file.sha256.hexdigest())
 
     def discard(self) -> None:
         self._writer.close()
@@ -183,22 +189,8 @@ class _OpenShard:
         self._target.discard()
 
 
-def rename_shards(out_dir: str | os.PathLike, shards: Sequence[ShardInfo]) -> list[ShardInfo]:
-    """Rename shards, in the given order, to shard-00000.arrow, shard-00001.arrow, …"""
-    out = Path(out_dir)
-    renamed = []
-    for i, info in enumerate(shards):
-        name = shard_name("shard", i)
-        if info.file != name:
-            if (out / name).exists():
-                raise ShardError(f"{out / name} exists; refusing to overwrite it")
-            os.replace(out / info.file, out / name)
-        renamed.append(ShardInfo(name, info.rows, info.bytes, info.sha256))
-    return renamed
-
-
 def write_manifest(
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | Folder,
     *,
     tokenizer: Tokenizer,
     pack: PackConfig,
@@ -213,14 +205,11 @@ def write_manifest(
     `mix` is recorded as given (e.g. requested and realised token shares per source,
     and each source's epochs). Raises if the shards and the counts disagree.
     """
-    out = Path(out_dir)
+    out = out_dir if isinstance(out_dir, Folder) else Folder(out_dir)
     rows = sum(s.rows for s in shards)
     if rows != stats.sequences:
         raise ShardError(f"{out}: the shards hold {rows} sequences, the stats {stats.sequences}")
-    model = out / TOKENIZER_FILE
-    if not model.exists() or file_sha256(model) != tokenizer.sha256:
-        with atomic_path(model) as tmp:
-            shutil.copyfile(tokenizer.path, tmp)
+    out.fs.upload(Path(tokenizer.path), out.join(TOKENIZER_FILE))
     manifest = {
         "format": FORMAT,
         "seq_len": pack.seq_len,
@@ -239,17 +228,22 @@ def write_manifest(
         "counts": stats.to_dict(),
         "shards": [asdict(s) for s in shards],
     }
-    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    out.write_text(MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
 
 def inspect_shards(shard_dir: str | os.PathLike, sample: int = 0) -> str:
-    """A report for people: the manifest, checksum verification, one decoded sequence."""
-    out = Path(shard_dir)
+    """A report for people: the manifest, checksum verification, one decoded sequence.
+    A remote directory (s3://, gs://, hdfs://) is downloaded into the shard cache first."""
+    from codemill.storage import display, to_uri
+    from codemill.storage.cache import cached_shard_dir
+
+    out = cached_shard_dir(shard_dir)
     m = read_manifest(out)
     tok, fim, counts = m["tokenizer"], m["fim"], m["counts"]
+    given = display(to_uri(shard_dir))
     lines = [
-        f"shards: {out}",
+        f"shards: {given}" + (f" (files in {out})" if str(out) != given else ""),
         f"  seq_len {m['seq_len']}, {counts['sequences']:,} sequences, {counts['tokens']:,} tokens "
         f"(+{counts['pad_tokens']:,} padding), {len(m['shards'])} shard files, "
         f"{sum(s['bytes'] for s in m['shards']) / 2**20:,.1f} MiB",

@@ -47,6 +47,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 from math import isfinite, lcm
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -217,7 +218,9 @@ class ShardDataset(IterableDataset):
     `weights`: one per directory (any positive scale), or None for each directory's
     natural share (its rows). `samples`: stop after this many global samples (a
     multiple of world_size × micro_batch_size, so every rank gets as many batches and
-    none waits at the end); None streams on forever, epoch after epoch.
+    none waits at the end); None streams on forever, epoch after epoch. `dirs` may be
+    s3://, gs://, hdfs:// URIs, downloaded once into `cache_dir` (codemill.storage.cache);
+    the state knows sources by name and checksums, so it resumes from any copy.
     """
 
     def __init__(
@@ -233,8 +236,9 @@ class ShardDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         verify: bool = False,
+        cache_dir: Path | None = None,
     ) -> None:
-        self.readers: list[ShardReader] = open_shard_dirs(dirs, verify)
+        self.readers: list[ShardReader] = open_shard_dirs(dirs, verify, cache_dir)
         self.names = [r.name for r in self.readers]
         if weights is None:
             weights = [r.rows for r in self.readers]

@@ -8,6 +8,10 @@ int32 token buffer; the one copy is the one into the batch tensor.
 
 Instruction shards add one column, `loss_spans` (answer-token spans; see
 codemill.tokenize.shard_format, which owns both row schemas).
+
+A directory may be a local path or an s3://, gs://, hdfs:// or file:// URI, and a
+pipeline output folder with a commit record; remote ones are read from a local copy
+(codemill.storage.cache), so rows are always memory-mapped from the local disk.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from codemill.storage import display, is_local, local_path, to_uri
+from codemill.storage import name as uri_name
+from codemill.storage.cache import cached_shard_dir
 from codemill.tokenize.shard_format import (
     LOSS_SPANS,
     ShardError,
@@ -43,17 +50,27 @@ class Chunk:
     span_values: np.ndarray | None
 
 
+def source_name(shard_dir: str | os.PathLike) -> str:
+    """A shard directory's name as given, not its committed attempt's nor its cache
+    entry's: mixing weights and loader state know a source by it, wherever it is read."""
+    uri = to_uri(shard_dir)
+    return local_path(uri).name if is_local(uri) else uri_name(uri)
+
+
 class ShardReader:
     """One shard directory: its manifest, and random access to rows once opened.
 
     Construction reads only the manifest and the first file's schema (cheap, and
-    safe before a fork). The memory maps are opened on first row access, again
-    in any process that did not open them itself (DataLoader workers), because
-    maps and Arrow readers are not meant to cross a fork.
+    safe before a fork), after downloading a remote directory into `cache_dir`. The
+    memory maps are opened on first row access, again in any process that did not
+    open them itself (DataLoader workers), because maps and Arrow readers are not
+    meant to cross a fork.
     """
 
-    def __init__(self, shard_dir: str | os.PathLike, verify: bool = False) -> None:
-        self.dir = Path(shard_dir).resolve()
+    def __init__(self, shard_dir: str | os.PathLike, verify: bool = False, cache_dir: Path | None = None) -> None:
+        self.name = source_name(shard_dir)
+        self.location = display(to_uri(shard_dir))  # as given, for messages
+        self.dir = cached_shard_dir(shard_dir, cache_dir)
         self.manifest = read_manifest(self.dir)
         if verify and (problems := verify_shards(self.dir)):
             raise ShardError(f"{self.dir}: " + "; ".join(problems))
@@ -83,10 +100,6 @@ class ShardReader:
         self._pid: int | None = None
         self._chunks: list[Chunk] = []
         self._chunk_starts = np.zeros(1, dtype=np.int64)
-
-    @property
-    def name(self) -> str:
-        return self.dir.name
 
     @property
     def tokenizer_sha256(self) -> str:
@@ -165,25 +178,28 @@ def _list_views(col: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
     return offsets, col.values.to_numpy(zero_copy_only=True)
 
 
-def open_shard_dirs(dirs: Sequence[str | os.PathLike], verify: bool = False) -> list[ShardReader]:
-    """Open several shard directories that one model can train on together.
+def open_shard_dirs(
+    dirs: Sequence[str | os.PathLike], verify: bool = False, cache_dir: Path | None = None
+) -> list[ShardReader]:
+    """Open several shard directories that one model can train on together (remote ones
+    through the cache in `cache_dir`, default `codemill.storage.cache.default_cache_dir()`).
 
     Loud errors when they cannot be mixed: another tokenizer (ids would mean other
     text), another sequence length, or instruction and plain shards side by side.
     """
     if not dirs:
         raise ShardError("no shard directories given")
-    readers = [ShardReader(d, verify) for d in dirs]
+    readers = [ShardReader(d, verify, cache_dir) for d in dirs]
     first = readers[0]
     for r in readers[1:]:
         if r.tokenizer_sha256 != first.tokenizer_sha256:
             raise ShardError(
-                f"{r.dir} was tokenized with another tokenizer than {first.dir} "
+                f"{r.location} was tokenized with another tokenizer than {first.location} "
                 f"(sha256 {r.tokenizer_sha256[:12]} vs {first.tokenizer_sha256[:12]})"
             )
         if r.seq_len != first.seq_len:
             raise ShardError(
-                f"{r.dir} has seq_len {r.seq_len}, {first.dir} has {first.seq_len}: "
+                f"{r.location} has seq_len {r.seq_len}, {first.location} has {first.seq_len}: "
                 "sequences of one batch must have one length"
             )
     names = [r.name for r in readers]
@@ -192,7 +208,7 @@ def open_shard_dirs(dirs: Sequence[str | os.PathLike], verify: bool = False) -> 
     return readers
 
 
-def to_hf_dataset(dirs: str | os.PathLike | Sequence[str | os.PathLike]):
+def to_hf_dataset(dirs: str | os.PathLike | Sequence[str | os.PathLike], cache_dir: Path | None = None):
     """The same shards as one Hugging Face `datasets.Dataset`, memory-mapped, row for row.
 
     Row order: directories in the order given, then shard files, then rows.
@@ -201,6 +217,6 @@ def to_hf_dataset(dirs: str | os.PathLike | Sequence[str | os.PathLike]):
 
     if isinstance(dirs, (str, os.PathLike)):
         dirs = [dirs]
-    readers = open_shard_dirs(dirs)
+    readers = open_shard_dirs(dirs, cache_dir=cache_dir)
     parts = [datasets.Dataset.from_file(str(r.dir / f)) for r in readers for f in r.files]
     return datasets.concatenate_datasets(parts)

@@ -40,8 +40,10 @@ from torch.nn.parallel import DistributedDataParallel
 from codemill.atomic import atomic_path
 from codemill.config.loader import Section, invalid, load, parse_override, read_toml, setting
 from codemill.errors import ConfigError
+from codemill.storage.uri import is_local
 from codemill.train_hooks.dataset import IGNORE, ShardDataset, ShardLoader
 from codemill.train_hooks.model import ModelConfig, Transformer, loss_sum
+from codemill.train_hooks.shards import source_name
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -55,6 +57,7 @@ RESUMABLE_CHANGES = {
     "checkpoint_every",
     "num_workers",
     "micro_batch_size",
+    "cache_dir",
 }
 
 
@@ -85,11 +88,15 @@ class TrainConfig(Section):
     checkpoint_every: int = setting(1000, ge=1)
     steps_per_run: int = setting(0, ge=0)  # stop (with a checkpoint) after this many; 0: all
     device: str = setting("auto", nonempty=True)  # auto: this rank's GPU if any, else cpu
+    # local copies of s3://, gs://, hdfs:// shard directories; "": $CODEMILL_CACHE or ~/.cache/codemill/shards
+    cache_dir: str = setting("", path=True)
 
     def check(self) -> None:
         for name, weight in self.weights.items():
             if not weight > 0:
                 raise invalid(("weights", name), f"weight {weight} must be positive")
+        if not is_local(self.cache_dir):
+            raise invalid("cache_dir", f"{self.cache_dir} is not local: the cache is what memory maps read")
 
 
 def tiny_config() -> TrainConfig:
@@ -223,7 +230,7 @@ def train(
 
 
 def _dataset(cfg: TrainConfig, shard_dirs: Sequence[str | os.PathLike], env: _Dist) -> ShardDataset:
-    names = [Path(d).resolve().name for d in shard_dirs]
+    names = [source_name(d) for d in shard_dirs]
     if unknown := set(cfg.weights) - set(names):
         raise ConfigError(f"weights for unknown shard directories {sorted(unknown)}; have {names}")
     if cfg.weights and (missing := set(names) - set(cfg.weights)):
@@ -238,6 +245,7 @@ def _dataset(cfg: TrainConfig, shard_dirs: Sequence[str | os.PathLike], env: _Di
         answers_only=cfg.answers_only,
         rank=env.rank,
         world_size=env.world,
+        cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None,
     )
     if cfg.seq_len and cfg.seq_len != data.seq_len:
         raise ConfigError(f"seq_len is {cfg.seq_len} but the shards hold {data.seq_len}-token rows")
@@ -500,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--config", help="TrainConfig TOML (default: the paper's recipe)")
-    ap.add_argument("shards", nargs="+", help="shard directories")
+    ap.add_argument("shards", nargs="+", help="shard directories: paths or s3://, gs://, hdfs:// URIs")
     ap.add_argument(
         "--out", required=True, help="output directory (checkpoint, metrics, loss curve)"
     )

@@ -1,0 +1,80 @@
+"""Sources outside the local disk (HDFS, S3A, GCS, viewfs…), listed and read through
+Hadoop in the JVM, so the cluster's connectors and credentials apply.
+
+Spark's `binaryFile` source does both: with only its metadata columns selected it
+lists without reading; with `content` it reads. Hidden-looking names (`_x`, `.x`)
+are ordinary files here (`__init__.py`), so its default filter of them is switched off.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+
+from codemill.errors import InputError
+from codemill.ingest.languages import has_extension, lang_from_name
+from codemill.ingest.walk import FileEntry
+
+# a regex that matches no path segment: no file is ignored for its name
+_IGNORE_NOTHING = "(?!)"
+_GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
+
+
+def binary_files(spark: SparkSession, paths: list[str], recursive: bool = False) -> DataFrame:
+    reader = spark.read.format("binaryFile").option("ignoredPathSegmentRegex", _IGNORE_NOTHING)
+    if recursive:
+        reader = reader.option("recursiveFileLookup", "true")
+    # load() expands glob characters; a file named `a[1].py` means itself
+    return reader.load([_GLOB_CHARS.sub(r"\\\1", p) for p in paths])
+
+
+def qualified(spark: SparkSession, uri: str) -> str:
+    """`uri` as Hadoop writes it in listings (e.g. hdfs:///x -> hdfs://namenode:8020/x)."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(path):
+        raise InputError(f"{uri} does not exist")
+    return fs.makeQualified(path).toString()
+
+
+def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
+    """(uri, size, mtime in ns) of every file under `root`, sorted."""
+    listing = binary_files(spark, [root], recursive=True).select("path", "length", "modificationTime")
+    return sorted((r["path"], r["length"], int(r["modificationTime"].timestamp() * 1e9))
+                  for r in listing.collect())
+
+
+def list_directory(spark: SparkSession, name: str, root: str, repo: str | None, license: str | None,
+                   exclude: list[str], max_file_bytes: int) -> list[FileEntry]:
+    """A directory source listed as `walk_source` lists a local one: the same paths
+    (relative, '/'-separated), the same names excluded, the same drop reasons."""
+    base = qualified(spark, root).rstrip("/") + "/"
+    entries = []
+    for uri, size, mtime_ns in list_files(spark, root):
+        if not uri.startswith(base):
+            raise InputError(f"{root}: listed {uri}, which is not under {base}")
+        rel = uri[len(base):]
+        if any(fnmatch.fnmatchcase(part, p) for part in rel.split("/") for p in exclude):
+            continue
+        file_name = rel.rsplit("/", 1)[-1]
+        reason = ("unsupported_extension" if lang_from_name(file_name) is None and has_extension(file_name)
+                  else "too_large" if size > max_file_bytes else None)
+        entries.append(FileEntry(name, repo, license, base.rstrip("/"), rel, size, mtime_ns, reason))
+    return entries
+
+
+def read_contents(spark: SparkSession, uris: list[str], read: Any, schema: Any) -> DataFrame:
+    """`read(uri, data)` (yielding Arrow batches) over the bytes of every file, on executors."""
+
+    def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for uri, data in zip(batch.column("path").to_pylist(), batch.column("content").to_pylist()):
+                yield from read(uri, data)
+
+    return binary_files(spark, uris).select("path", "content").mapInArrow(rows, schema)
