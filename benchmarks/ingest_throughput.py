@@ -45,7 +45,8 @@ def main() -> str:
     subprocess.run([sys.executable, "-m", "codemill.cli", "run", "--out", str(OUT)],
                    check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - started
-    stats = {d.parent.parent.name: StageStats.read(d) for d in OUT.glob("*/*/stats.json")}
+    stats = {d.parent.parent.parent.name: StageStats.from_json(d.read_text())
+             for d in OUT.glob("*/*/attempt-*/stats.json")}
     ingest, exact = stats["ingest"], stats["exact_dedup"]
     n_floor, bytes_floor, floor_s = read_and_hash_floor(cfg)
     cores = os.cpu_count() or 1

@@ -14,6 +14,7 @@ from pathlib import Path
 from codemill.config.run import SparkConfig
 from codemill.pipelines.runner import build
 from codemill.pipelines.task import stage_task
+from codemill.storage import local_path
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 INCLUDE = Path(sysconfig.get_paths()["include"])
@@ -65,6 +66,15 @@ partitions = 2
 def run_dag(config: Path, overrides=(), target: str = "report", **luigi_cfg) -> bool:
     task = stage_task(target, config, overrides)
     return build([task], task.cfg.luigi, **luigi_cfg)
+
+
+def output_dir(task) -> Path:
+    """The local folder of a task's committed output."""
+    return local_path(task.committed().uri)
+
+
+def attempts(fingerprint_dir: Path) -> list[str]:
+    return sorted(p.name for p in fingerprint_dir.iterdir() if p.name.startswith("attempt-"))
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

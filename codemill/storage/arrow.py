@@ -42,12 +42,8 @@ class _Where:
 
     fs: pafs.FileSystem
     path: str
-    prefix: str
+    prefix: str  # + a path pyarrow lists = its URI
     renames: bool
-
-    def uri(self, path: str) -> str:
-        # libhdfs lists full URIs; the other stores list paths within the store
-        return path if "://" in path else self.prefix + path
 
 
 class ArrowFileSystem(FileSystem):
@@ -65,8 +61,8 @@ class ArrowFileSystem(FileSystem):
                 found = where.fs.get_file_info(pafs.FileSelector(where.path, recursive=True))
             else:
                 found = [top]
-        files = [FileInfo(where.uri(f.path), f.size, f.mtime_ns or 0) for f in found if f.type == pafs.FileType.File]
-        return sorted(files, key=lambda f: f.uri)
+        files = [f for f in found if f.type == pafs.FileType.File]
+        return sorted((FileInfo(where.prefix + f.path, f.size, f.mtime_ns or 0) for f in files), key=lambda f: f.uri)
 
     def children(self, uri: str) -> list[str]:
         """One listing of `uri` itself, not of everything under it."""

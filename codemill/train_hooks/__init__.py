@@ -1,7 +1,8 @@
 """Training hooks: from codemill's Arrow shards to a trained Llama-style model.
 
-* `shards` — open shard directories: manifest checks, memory-mapped zero-copy rows
-  (maps opened lazily in each process), the instruction-shard schema, and
+* `shards` — open shard directories (local, or s3://, gs://, hdfs:// ones copied once
+  into a local cache, codemill.storage.cache): manifest checks, memory-mapped zero-copy
+  rows (maps opened lazily in each process), the instruction-shard schema, and
   `to_hf_dataset` (the same rows as a Hugging Face dataset).
 * `dataset` — `ShardDataset` + `ShardLoader`: a deterministic global stream (sample k
   is a function of (seed, k)), weighted mixing exact per global batch, disjoint

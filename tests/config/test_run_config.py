@@ -8,12 +8,13 @@ from codemill.config import load_run_config
 from codemill.config.loader import expand_path
 from codemill.errors import ConfigError
 from codemill.fingerprint import fingerprint
+from codemill.storage import local_path
 
 
 def test_embedded_demo_reads_this_machines_code():
     cfg = load_run_config()
     assert [s.name for s in cfg.sources] == ["stdlib", "site-packages"]
-    assert all(s.resolved_path().is_dir() for s in cfg.sources)
+    assert all(local_path(s.uri()).is_dir() for s in cfg.sources)
     assert cfg.spark.master == "local[*]"
     assert cfg.near_dedup.ngram == 5 and cfg.near_dedup.num_perm == 256
     assert cfg.near_dedup.threshold == 0.7

@@ -65,8 +65,8 @@ def test_standalone_cluster_gives_the_local_result(standalone_master, finished_r
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for stage in ("ingest", "exact_dedup"):
-        on_cluster = stage_task(stage, config).output_dir
-        local = stage_task(stage, finished_run).output_dir
+        on_cluster = stage_task(stage, config).committed()
+        local = stage_task(stage, finished_run).committed()
         for table in ("docs", "dropped"):
-            assert table_digest(on_cluster / table) == table_digest(local / table)
+            assert table_digest(on_cluster.sub(table)) == table_digest(local.sub(table))
     assert shard_checksums(config) == shard_checksums(finished_run)

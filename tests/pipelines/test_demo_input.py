@@ -29,7 +29,7 @@ exclude = {json.dumps(stdlib.exclude)}
     assert run_dag(config, target="kinds")
     task = stage_task("kinds", config)
     chain = [stage_task(name, config) for name in document_chain(task.cfg)]
-    stages = [StageStats.read(t.output_dir / "stats.json") for t in chain]
+    stages = [StageStats.from_json(t.committed().read_text("stats.json")) for t in chain]
     assert [s.stage for s in stages] == ["ingest", "exact_dedup", "near_dedup", "filters", "kinds"]
     for s in stages:
         assert s.docs_in == s.docs_out + sum(s.dropped.values())
@@ -43,5 +43,5 @@ exclude = {json.dumps(stdlib.exclude)}
     ingest = stages[0]
     assert ingest.docs_out > 500  # hundreds of real modules
     assert ingest.dropped.get("unsupported_extension", 0) > 0  # e.g. compiled files in lib-dynload
-    kinds = {r["kind"] for r in spark.read.parquet(str(task.output_dir / "docs")).select("kind").distinct().collect()}
+    kinds = {r["kind"] for r in spark.read.parquet(task.committed().join("docs")).select("kind").distinct().collect()}
     assert {"code", "nl"} <= kinds

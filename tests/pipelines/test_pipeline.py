@@ -12,20 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from codemill.atomic import is_complete
 from codemill.config import load_run_config as load_config
 from codemill.pipelines.tables import table_digest
 from codemill.pipelines.task import stage_task
 from codemill.stats import StageStats
+from codemill.storage.folder import Folder
 from codemill.tokenize.shards import read_manifest, verify_shards
 
-from support import free_port, listening, run_dag, wait_for, write_config
+from support import attempts, free_port, listening, output_dir, run_dag, wait_for, write_config
 
 CODEMILL = [sys.executable, "-m", "codemill.cli"]
 
 
 def test_dag_accounts_for_every_file(finished_run, real_tree):
-    report = json.loads((load_config(finished_run).out_path() / "report.json").read_text())
+    report = json.loads((Path(load_config(finished_run).out) / "report.json").read_text())
     stages = [StageStats(**s) for s in report["stages"]]
     assert [s.stage for s in stages] == ["ingest", "exact_dedup", "near_dedup", "filters", "kinds"]
     ingest, exact, near, _, _ = stages
@@ -37,7 +37,7 @@ def test_dag_accounts_for_every_file(finished_run, real_tree):
         assert after.docs_in == before.docs_out
     assert near.extra["bands"] * near.extra["rows"] <= 256 and "cluster_size_histogram" in near.extra
     assert exact.dropped == {"exact_duplicate": 3}  # the three vendored json modules
-    summary = (load_config(finished_run).out_path() / "summary.txt").read_text()
+    summary = (Path(load_config(finished_run).out) / "summary.txt").read_text()
     assert "duplicates removed: 3" in summary and "python" in summary
 
 
@@ -45,7 +45,7 @@ def test_shards_of_both_mixes(finished_run):
     import datasets
 
     for mix in ("base", "python"):
-        shard_dir = stage_task("shards", finished_run, item=mix).output_dir
+        shard_dir = output_dir(stage_task("shards", finished_run, item=mix))
         assert verify_shards(shard_dir) == []
         manifest = read_manifest(shard_dir)
         realised, requested = manifest["mix"]["realised"], manifest["mix"]["requested"]
@@ -58,12 +58,12 @@ def test_shards_of_both_mixes(finished_run):
         assert len(ds) == first["rows"] and len(ds[0]["input_ids"]) == 512
         counts = manifest["counts"]
         assert counts["docs_psm"] + counts["docs_spm"] > 0
-    python_plan = read_manifest(stage_task("shards", finished_run, item="python").output_dir)
+    python_plan = read_manifest(output_dir(stage_task("shards", finished_run, item="python")))
     assert set(python_plan["mix"]["epochs"]) == {"python", "code", "nl_code", "nl"}
 
 
 def test_shards_inspect_command(finished_run):
-    shard_dir = stage_task("shards", finished_run, item="base").output_dir
+    shard_dir = output_dir(stage_task("shards", finished_run, item="base"))
     result = subprocess.run([*CODEMILL, "shards", "inspect", str(shard_dir)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -72,21 +72,24 @@ def test_shards_inspect_command(finished_run):
 
 def shard_checksums(config: Path) -> dict[str, list[str]]:
     return {mix: [s["sha256"] for s in read_manifest(
-                stage_task("shards", config, item=mix).output_dir)["shards"]]
+                output_dir(stage_task("shards", config, item=mix)))["shards"]]
             for mix in ("base", "python")}
 
 
 def test_stage_outputs_are_complete_and_fingerprinted(finished_run):
     task = stage_task("exact_dedup", finished_run)
-    out = task.output_dir
-    assert is_complete(out) and (out / "docs").is_dir() and (out / "dropped").is_dir()
-    assert StageStats.read(out / "stats.json").stage == "exact_dedup"
-    assert not list(out.parent.glob("*.tmp-*"))
+    out = output_dir(task)
+    assert task.complete() and (out / "docs").is_dir() and (out / "dropped").is_dir()
+    assert StageStats.from_json((out / "stats.json").read_text()).stage == "exact_dedup"
+    assert attempts(out.parent) == [out.name]  # one attempt, the committed one
+    record = json.loads((out.parent / "_COMMIT.json").read_text())
+    assert record["attempt"] == out.name and record["docs_out"] > 0
+    assert {"docs/_SUCCESS", "stats.json"} <= {f["path"] for f in record["files"]}
 
 
 def test_rerun_skips_completed_tasks(finished_run):
     task = stage_task("report", finished_run)
-    stats_file = stage_task("exact_dedup", finished_run).output_dir / "stats.json"
+    stats_file = output_dir(stage_task("exact_dedup", finished_run)) / "stats.json"
     before = stats_file.stat().st_mtime_ns
     assert task.complete()
     assert run_dag(finished_run)
@@ -97,11 +100,12 @@ def test_changed_parameter_never_reuses_stale_output(finished_run):
     changed = ["exact_dedup.normalize_whitespace=true"]
     old = stage_task("exact_dedup", finished_run)
     new = stage_task("exact_dedup", finished_run, changed)
-    assert new.output_dir != old.output_dir
-    assert stage_task("ingest", finished_run, changed).output_dir == old.requires()["docs"].output_dir
+    assert new.output_uri != old.output_uri
+    assert output_dir(stage_task("ingest", finished_run, changed)) == output_dir(old.requires()["docs"])
     assert not new.complete()
     assert run_dag(finished_run, changed)
-    assert StageStats.read(new.output_dir / "stats.json").dropped.keys() <= {"exact_duplicate_whitespace"}
+    stats = StageStats.from_json((output_dir(new) / "stats.json").read_text())
+    assert stats.dropped.keys() <= {"exact_duplicate_whitespace"}
 
 
 def test_changed_input_file_changes_the_fingerprint(spark, real_tree, tmp_path):
@@ -120,22 +124,24 @@ def test_killed_run_resumes_to_identical_result(finished_run, real_tree, tmp_pat
     proc = subprocess.Popen([*CODEMILL, "run", str(config)], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: ingest_root.exists() and any(ingest_root.glob("*.tmp-*/docs")),
+        wait_for(lambda: ingest_root.exists() and any(ingest_root.glob("*/attempt-*/docs")),
                   240, "the ingest stage to start writing")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert not any(is_complete(d) for d in ingest_root.iterdir())
+    (fingerprint_dir,) = ingest_root.iterdir()
+    assert not (fingerprint_dir / "_COMMIT.json").exists()
+    (killed,) = attempts(fingerprint_dir)
 
     done = subprocess.run([*CODEMILL, "run", str(config)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert not list(ingest_root.glob("*.tmp-*"))
+    assert killed not in attempts(fingerprint_dir)  # the dead run's attempt was cleaned
     for stage in ("ingest", "exact_dedup"):
-        resumed = stage_task(stage, config).output_dir
-        reference = stage_task(stage, finished_run).output_dir
-        assert resumed.name == reference.name
+        resumed = output_dir(stage_task(stage, config))
+        reference = output_dir(stage_task(stage, finished_run))
+        assert resumed.parent.name == reference.parent.name
         for table in ("docs", "dropped"):
-            assert table_digest(resumed / table) == table_digest(reference / table)
+            assert table_digest(Folder(resumed / table)) == table_digest(Folder(reference / table))
     assert shard_checksums(config) == shard_checksums(finished_run)  # byte-identical shards
 
 

@@ -35,6 +35,8 @@ from codemill.selfinstruct.pipeline import read_jsonl, select_solutions
 from codemill.selfinstruct.prompts import PROMPT_VERSION, chat, instruction_text, question_prompt, solution_prompt
 from codemill.selfinstruct.prompts import tests_prompt as unit_tests_prompt  # not a pytest test
 
+from support import output_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # --- prompts ----------------------------------------------------------------------------
@@ -488,11 +490,11 @@ def test_dag_end_to_end_with_a_scripted_model_and_the_real_sandbox(tmp_path, sp_
     assert Script.prompts == {"questions": 2, "tests": 5, "solutions": 4}
 
     task = selfinstruct_target(str(config))
-    out = task.output_dir
+    out = output_dir(task)
     chain = task.requires()
 
     def stats(stage: str) -> StageStats:
-        return StageStats.read(chain[f"selfinstruct/{stage}"].output_dir / STATS)
+        return StageStats.from_json(chain[f"selfinstruct/{stage}"].committed().read_text(STATS))
 
     solutions_stats = stats("solutions")
     assert solutions_stats.extra["cache"] == {"hits": 2, "misses": 2, "model_calls": 1}
@@ -502,7 +504,7 @@ def test_dag_end_to_end_with_a_scripted_model_and_the_real_sandbox(tmp_path, sp_
         ("with_parseable_tests", 4), ("candidates_generated", 40), ("candidates_parseable", 38),
         ("candidates_tried", 38), ("candidates_passing", 15), ("questions_with_a_pass", 3), ("kept", 3)]
     assert "generated" in (out / "funnel.txt").read_text()
-    reasons = {r["reason"]: r for r in read_jsonl(chain["selfinstruct/dedup"].output_dir / "dropped.jsonl")}
+    reasons = {r["reason"]: r for r in read_jsonl(output_dir(chain["selfinstruct/dedup"]) / "dropped.jsonl")}
     assert reasons["benchmark_contamination"]["detail"] == "humaneval:HumanEval/0"
     assert reasons["near_duplicate"]["question"].endswith("intact.")
     assert reasons["exact_duplicate"]["question"].startswith("write a function that COUNTS")

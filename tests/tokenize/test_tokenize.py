@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import sysconfig
 from pathlib import Path
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pytest
 import sentencepiece as spm
 
+from codemill.storage.folder import Folder
 from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.fim import (
     MODES,
@@ -25,10 +27,10 @@ from codemill.tokenize.fim import (
 from codemill.tokenize.pack import PackStats, SequencePacker, pack_documents
 from codemill.tokenize.shards import (
     MANIFEST,
+    ShardError,
     ShardWriter,
     inspect_shards,
     read_manifest,
-    rename_shards,
     verify_shards,
     write_manifest,
 )
@@ -450,18 +452,42 @@ def test_inspect_shows_manifest_and_a_decoded_sample(shard_dir, tok):
     assert "no sequence 999999" in inspect_shards(shard_dir, 999999)
 
 
-def test_rename_shards_numbers_partitions_globally(tok, tmp_path):
-    infos = []
-    for part in (1, 0):
-        packer = SequencePacker(16, tok.bos_id, tok.eos_id, tok.eos_id)
-        with ShardWriter(tmp_path, 16, prefix=f"part-{part:05d}", rows_per_batch=1, batches_per_shard=1) as w:
-            w.write(packer.add([np.arange(40, dtype=np.int32) + 100 * (part + 1)]))
-        infos += w.shards
-    renamed = rename_shards(tmp_path, sorted(infos, key=lambda s: s.file))
-    assert [s.file for s in renamed] == [f"shard-{i:05d}.arrow" for i in range(4)]
-    assert sorted(p.name for p in tmp_path.glob("*.arrow")) == [s.file for s in renamed]
+def _streamed_partition(tok, part: int, tamper: bool = False) -> list[dict]:
+    """The rows one Spark partition sends the driver: its shards' chunks, then its counts."""
+    from codemill.tokenize.jobs import _Chunks
+
+    sinks, rows = [], []
+
+    def open_sink(name):
+        sinks.append(_Chunks(name))
+        return sinks[-1]
+
+    packer = SequencePacker(16, tok.bos_id, tok.eos_id, tok.eos_id)
+    with ShardWriter(None, 16, prefix=f"part-{part:05d}", rows_per_batch=1, batches_per_shard=1,
+                     open_file=open_sink) as w:
+        w.write(packer.add([np.arange(40, dtype=np.int32) + 100 * (part + 1)]))
+    for sink in sinks:
+        data = sink.take()
+        rows.append({"file": sink.name, "data": data[:-1] + bytes([data[-1] ^ 1]) if tamper else data,
+                     "shards": None, "stats": None})
+    stats = PackStats(sequences=sum(s.rows for s in w.shards))
+    rows.append({"file": None, "data": None, "shards": json.dumps([vars(i) for i in w.shards]),
+                 "stats": json.dumps(stats.to_dict())})
+    return rows
+
+
+def test_streamed_shards_are_numbered_globally_and_checked(tok, tmp_path):
+    from codemill.tokenize.jobs import _write_streamed
+
+    out = Folder(tmp_path)
+    infos, stats = _write_streamed(iter(_streamed_partition(tok, 0) + _streamed_partition(tok, 1)), out)
+    assert [s.file for s in infos] == [f"shard-{i:05d}.arrow" for i in range(4)]
+    assert sorted(p.name for p in tmp_path.glob("*.arrow")) == [s.file for s in infos]
+    assert stats.sequences == 4
     first = pa.ipc.open_stream(pa.memory_map(str(tmp_path / "shard-00000.arrow"))).read_all()
     assert first.column("input_ids")[0].as_py()[1] == 100  # part 0's first token after <s>
-    assert [hashlib.sha256((tmp_path / s.file).read_bytes()).hexdigest() for s in renamed] == [
-        s.sha256 for s in renamed
+    assert [hashlib.sha256((tmp_path / s.file).read_bytes()).hexdigest() for s in infos] == [
+        s.sha256 for s in infos
     ]
+    with pytest.raises(ShardError, match="differ from those packed"):
+        _write_streamed(iter(_streamed_partition(tok, 0, tamper=True)), Folder(tmp_path / "bad"))
