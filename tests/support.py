@@ -42,6 +42,7 @@ def copy_real_tree(dest: Path, stdlib_dirs: tuple[str, ...], headers: int = 40) 
 
 
 def write_config(path: Path, tree: Path, out: Path, extra: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"""
 out = "{out}"
 [[sources]]

@@ -107,8 +107,10 @@ class Lease:
             self.fs.delete(self.uri)  # its holder died: the lease has expired
         else:
             raise LeaseHeldError(f"{display(self.out)}: could not take the lease {self.uri}")
-        self._thread = threading.Thread(target=self._beat, name="codemill-lease", daemon=True)
-        self._thread.start()
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._beat, name="codemill-lease", daemon=True)
+            self._thread.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(max(1.0, self.ttl / 4)):
