@@ -44,10 +44,12 @@ def qualified(spark: SparkSession, uri: str) -> str:
 
 
 def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
-    """(uri, size, mtime in ns) of every file under `root`, sorted."""
-    listing = binary_files(spark, [root], recursive=True).select("path", "length", "modificationTime")
-    return sorted((r["path"], r["length"], int(r["modificationTime"].timestamp() * 1e9))
-                  for r in listing.collect())
+    """(uri, size, mtime in ns) of every file under `root`, sorted. Spark's scans skip
+    empty files, so those come from the file index alone (size 0, mtime unknown: 0)."""
+    files = binary_files(spark, [root], recursive=True)
+    scanned = {r["path"]: (r["length"], int(r["modificationTime"].timestamp() * 1e9))
+               for r in files.select("path", "length", "modificationTime").collect()}
+    return sorted((uri, *scanned.get(uri, (0, 0))) for uri in files.inputFiles())
 
 
 def list_directory(spark: SparkSession, name: str, root: str, repo: str | None, license: str | None,

@@ -59,11 +59,18 @@ def _directory_rows(spark: SparkSession, entries: list[FileEntry], cfg: IngestCo
 
 def _remote_directory_rows(spark: SparkSession, entries: list[FileEntry], rows: list[tuple],
                            cfg: IngestConfig) -> DataFrame:
-    """Files judged by their listing alone become rows here; the rest are read in the JVM."""
+    """Files judged by their listing alone become rows here, and so do empty files (which
+    Spark's scans skip); the rest are read in the JVM."""
     judged = [row for row, e in zip(rows, entries) if e.reason]
-    meta = {f"{e.root}/{e.path}": dict(source=e.source, path=e.path, repo=e.repo, license=e.license)
-            for e in entries if not e.reason}
     max_bytes, policy = cfg.max_file_bytes, cfg.invalid_utf8
+    meta, empty = {}, []
+    for e in entries:
+        if not e.reason:
+            info = dict(source=e.source, path=e.path, repo=e.repo, license=e.license)
+            if e.size:
+                meta[f"{e.root}/{e.path}"] = info
+            else:
+                empty.append(file_row(info, b"", max_bytes, policy))
 
     def read(uri: str, data: bytes) -> Any:
         yield to_batch([file_row(meta[uri], data[:max_bytes + 1], max_bytes, policy)])
@@ -71,6 +78,7 @@ def _remote_directory_rows(spark: SparkSession, entries: list[FileEntry], rows: 
     read_rows = remote.read_contents(spark, sorted(meta), read, ROW_SCHEMA) if meta else None
     judged_rows = spark.createDataFrame(judged, LISTING_SCHEMA).mapInArrow(
         partial(read_files, max_file_bytes=max_bytes, invalid_utf8=policy), ROW_SCHEMA)
+    judged_rows = judged_rows.unionByName(spark.createDataFrame(empty, ROW_SCHEMA))
     return judged_rows.unionByName(read_rows) if read_rows is not None else judged_rows
 
 

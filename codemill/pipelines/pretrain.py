@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from codemill.config import load_run_config
 from codemill.errors import ConfigError
 from codemill.pipelines.runner import run_dag
 from codemill.pipelines.task import RunStage, stage_task
@@ -35,6 +36,6 @@ def check_sources(cfg: Any) -> None:
 
 def run_pretrain(config_path: str | None, overrides: Sequence[str] = ()) -> RunStage | None:
     """Run the DAG to its report; the report task when it finished, else None."""
-    task = pretrain_target(config_path, overrides)
-    check_sources(task.cfg)
-    return task if run_dag(task) else None
+    cfg = load_run_config(config_path, list(overrides))
+    check_sources(cfg)
+    return run_dag(cfg, lambda: pretrain_target(config_path, overrides))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import luigi
@@ -31,14 +32,15 @@ def build(tasks: list[luigi.Task], cfg: LuigiConfig, **overrides: Any) -> bool:
     return result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
 
 
-def run_dag(task: Any) -> bool:
-    """Run a DAG to `task` while holding the lease on its `out`; a second run on the same
-    `out` is refused (LeaseHeldError) before any task starts."""
+def run_dag(cfg: Any, target: Callable[[], luigi.Task]) -> luigi.Task | None:
+    """Run a DAG to the task `target()` makes while holding the lease on `cfg.out`: a
+    second run on the same `out` is refused (LeaseHeldError) before any task is made,
+    which would list sources and hash models. The task when it finished, else None."""
     from codemill.pipelines.task import out_filesystem
 
-    cfg = task.cfg
     hold(out_filesystem(cfg), cfg.out_uri(), cfg.lease_seconds)
     try:
-        return build([task], cfg.luigi)
+        task = target()
+        return task if build([task], cfg.luigi) else None
     finally:
         release(cfg.out_uri())

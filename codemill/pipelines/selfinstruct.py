@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from codemill.config import load_run_config
 from codemill.errors import ConfigError
 from codemill.pipelines.runner import run_dag
 from codemill.pipelines.task import RunStage, stage_task
@@ -27,9 +28,9 @@ def run_selfinstruct(config_path: str, overrides: Sequence[str] = ()) -> RunStag
     if not config_path:
         raise ConfigError("self-instruct needs a run config with a [selfinstruct] table naming "
                           "its models")
-    task = selfinstruct_target(config_path, overrides)
-    si = task.cfg.selfinstruct
+    cfg = load_run_config(config_path, list(overrides))
+    si = cfg.selfinstruct
     si.require_models()
     for model in (si.question_model, si.code_model):
         model_identity(model)  # a missing model directory fails here, not inside Luigi
-    return task if run_dag(task) else None
+    return run_dag(cfg, lambda: selfinstruct_target(config_path, overrides))
