@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from urllib.parse import unquote
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,7 +50,18 @@ def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
     files = binary_files(spark, [root], recursive=True)
     scanned = {r["path"]: (r["length"], int(r["modificationTime"].timestamp() * 1e9))
                for r in files.select("path", "length", "modificationTime").collect()}
-    return sorted((uri, *scanned.get(uri, (0, 0))) for uri in files.inputFiles())
+    indexed = [_as_path_string(uri) for uri in files.inputFiles()]
+    missing = set(scanned) - set(indexed)
+    if missing:
+        raise InputError(f"{root}: listing disagrees with the scan on {sorted(missing)[:3]}")
+    return sorted((uri, *scanned.get(uri, (0, 0))) for uri in indexed)
+
+
+def _as_path_string(uri: str) -> str:
+    """The file index gives escaped URIs (file:///a%20b); the scan, and Hadoop's
+    Path.toString, give file:/a b. The latter is the form used everywhere here."""
+    uri = unquote(uri)
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*):///", r"\1:/", uri)
 
 
 def list_directory(spark: SparkSession, name: str, root: str, repo: str | None, license: str | None,

@@ -176,3 +176,42 @@ def test_hugging_face_dataset_on_disk(spark, tmp_path):
     assert len(kept) == 3  # the test split repeats a path and content: same id
     with pytest.raises(InputError, match="save_to_disk"):
         run(spark, [SourceConfig(name="hf", type="hf_disk", path=str(tmp_path))])
+
+
+def mount_viewfs(spark, cluster: str, target: Path) -> str:
+    """`viewfs://<cluster>/data` onto `target`, a non-local scheme over a local folder."""
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    conf.set(f"fs.viewfs.mounttable.{cluster}.link./data", f"file://{target}")
+    return f"viewfs://{cluster}/data"
+
+
+def test_remote_sources_read_like_local_ones(spark, tmp_path):
+    tree = tmp_path / "tree"
+    for rel, data in {"pkg/__init__.py": b"", "pkg/_private.py": b"x = 1\n", ".hidden.py": b"y = 2\n",
+                      "odd [name]{1}.py": b"z = 3\n", "pkg/mod.py": b"def f():\n    return 1\n",
+                      "image.png": b"\x89PNG", "blob.py": b"a\x00b", "__pycache__/m.pyc": b"\x00",
+                      "latin1.py": "# caf\xe9\n".encode("latin-1")}.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(data)
+    records = _stack_records(3)
+    (tmp_path / "jsonl").mkdir()
+    (tmp_path / "jsonl" / "a.jsonl").write_text(json.dumps(records[0]) + "\n{oops\n")
+    with gzip.open(tmp_path / "jsonl" / "b.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records[1:]))
+    import datasets
+
+    datasets.Dataset.from_list(_stack_records(2)).save_to_disk(str(tmp_path / "hf"))
+    remote = mount_viewfs(spark, "ingesttest", tmp_path)
+
+    def sources(root: str) -> list[SourceConfig]:
+        return [SourceConfig(name="tree", type="dir", path=f"{root}/tree"),
+                SourceConfig(name="j", type="jsonl", path=f"{root}/jsonl"),
+                SourceConfig(name="hf", type="hf_disk", path=f"{root}/hf")]
+
+    local_kept, local_dropped = run(spark, sources(str(tmp_path)), malformed_jsonl="quarantine")
+    remote_kept, remote_dropped = run(spark, sources(remote), malformed_jsonl="quarantine")
+    assert {p: r["id"] for p, r in remote_kept.items()} == {p: r["id"] for p, r in local_kept.items()}
+    assert {p: r["reason"] for p, r in remote_dropped.items()} == {p: r["reason"] for p, r in local_dropped.items()}
+    assert {"pkg/_private.py", ".hidden.py", "odd [name]{1}.py"} <= set(remote_kept)
+    assert remote_dropped["pkg/__init__.py"]["reason"] == "empty"
+    assert remote_dropped["a.jsonl:2"]["detail"].startswith(f"{remote}/jsonl/a.jsonl:2: malformed JSONL")
