@@ -103,9 +103,12 @@ def cmd_shards_inspect(args: argparse.Namespace) -> int:
 
 
 def _shards_of_run(run_out: str, mix: str) -> str:
-    report = Path(run_out) / "report.json"
+    from codemill.storage.folder import Folder
+
+    out = Folder(run_out)
+    report = out.join("report.json")
     try:
-        mixes = json.loads(report.read_text())["mixes"]
+        mixes = json.loads(out.read_text("report.json"))["mixes"]
     except OSError:
         raise ConfigError(f"{report} does not exist: run `codemill run` first") from None
     if mix not in mixes:

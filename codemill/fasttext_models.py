@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from codemill.atomic import atomic_path
 from codemill.errors import ConfigError
+from codemill.storage.local import atomic_path
 
 LABEL_PREFIX = "__label__"
 

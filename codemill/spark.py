@@ -52,7 +52,7 @@ def ship_file(spark: SparkSession, path: str | os.PathLike) -> Path:
     copy with that name. Executors find it with `SparkFiles.get(copy.name)`; Spark
     refuses a second file of the same name with other contents, which a fixed name
     (tokenizer.model) would hit when one session serves several runs."""
-    from codemill.atomic import atomic_path, file_sha256
+    from codemill.storage.local import atomic_path, file_sha256
 
     source = Path(path)
     copy = Path(tempfile.gettempdir()) / "codemill-shipped" / f"{file_sha256(source)[:16]}-{source.name}"

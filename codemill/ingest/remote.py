@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from urllib.parse import unquote
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession

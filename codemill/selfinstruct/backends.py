@@ -31,9 +31,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from codemill.atomic import write_text_atomic
 from codemill.errors import ConfigError
 from codemill.selfinstruct.config import ModelBackendConfig, SamplingSettings
+from codemill.storage.local import write_text_atomic
 
 Completions = list[list[str]]
 

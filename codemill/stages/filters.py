@@ -7,7 +7,6 @@ from __future__ import annotations
 from functools import reduce
 from typing import TYPE_CHECKING, Any
 
-from codemill.atomic import file_sha256
 from codemill.filters.config import (
     DecontamConfig,
     FilterConfig,
@@ -18,6 +17,7 @@ from codemill.filters.config import (
 )
 from codemill.stages.base import DocumentStage, docs_path
 from codemill.storage.folder import local_file
+from codemill.storage.local import file_sha256
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from codemill.atomic import file_sha256
 from codemill.mix.config import KindConfig
 from codemill.stages.base import DocumentStage, docs_path
 from codemill.storage.folder import local_file
+from codemill.storage.local import file_sha256
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

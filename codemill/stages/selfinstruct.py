@@ -15,11 +15,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from codemill.atomic import file_sha256
 from codemill.filters.config import benchmark_path
 from codemill.selfinstruct.config import ModelBackendConfig, SelfInstructConfig
 from codemill.stages.base import Stage, StageRef
 from codemill.storage.folder import local_file
+from codemill.storage.local import file_sha256
 
 if TYPE_CHECKING:
     from codemill.selfinstruct.backends import CachedBackend

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from codemill.atomic import file_sha256
 from codemill.stages.base import Stage, StageRef, docs_path
 from codemill.storage.folder import local_file
+from codemill.storage.local import file_sha256
 from codemill.tokenize.config import TokenizerConfig
 
 if TYPE_CHECKING:

@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from codemill.atomic import atomic_path, file_sha256, write_text_atomic
 from codemill.storage import display, filesystem, is_local, join, local_path, name, to_uri
 from codemill.storage.base import FileSystem
 from codemill.storage.commit import resolve
+from codemill.storage.local import atomic_path, file_sha256, write_text_atomic
 from codemill.tokenize.shard_format import MANIFEST, ShardError, read_manifest
 
 DEFAULT_CACHE = "~/.cache/codemill/shards"

@@ -20,9 +20,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from codemill.atomic import file_sha256
 from codemill.storage import StorageError, display, filesystem, join, to_uri
 from codemill.storage.commit import resolve
+from codemill.storage.local import file_sha256
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.model"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from codemill.atomic import write_bytes_atomic
+from codemill.storage.local import write_bytes_atomic
 from codemill.tokenize.config import TokenizerConfig
 
 # The four infilling markers. Code Llama's released vocabulary spells them with a

@@ -37,9 +37,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from codemill.atomic import atomic_path
 from codemill.config.loader import Section, invalid, load, parse_override, read_toml, setting
 from codemill.errors import ConfigError
+from codemill.storage.local import atomic_path
 from codemill.storage.uri import is_local
 from codemill.train_hooks.dataset import IGNORE, ShardDataset, ShardLoader
 from codemill.train_hooks.model import ModelConfig, Transformer, loss_sum
