@@ -29,7 +29,9 @@ def build(tasks: list[luigi.Task], cfg: LuigiConfig, **overrides: Any) -> bool:
         names = ", ".join(sorted(str(t.stage) for t in blocked if hasattr(t, "stage")))
         print(f"codemill: {names or 'a task'} is being run by another worker of the shared scheduler "
               f"({worker}); this run stops here: run it again when that one has finished", file=sys.stderr)
-    return result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+    # Luigi calls a run whose target another worker still runs a success: it is not one
+    succeeded = result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+    return succeeded and all(task.complete() for task in tasks)
 
 
 def run_dag(cfg: Any, target: Callable[[], luigi.Task]) -> luigi.Task | None:

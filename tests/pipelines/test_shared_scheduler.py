@@ -78,3 +78,20 @@ def test_one_luigid_serves_different_runs_and_shares_identical_work(spark, luigi
     assert run_dag(same, ["luigi.workers=2"], target="exact_dedup", **central)
     assert attempts(output_dir(task).parent) == before
     assert len(done_tasks(luigid)) == 4
+
+
+def test_a_task_run_by_another_worker_is_reported_in_one_line(spark, luigid, tmp_path, capsys):
+    from luigi.rpc import RemoteScheduler
+
+    config = write_config(tmp_path / "run.toml", small_tree(tmp_path / "tree", "c"), tmp_path / "out")
+    task = stage_task("ingest", config)
+    scheduler = RemoteScheduler(f"http://127.0.0.1:{luigid}")
+    scheduler.add_task(worker="someone-else", task_id=task.task_id, status="PENDING", runnable=True,
+                       family="RunStage", params=task.to_str_params())
+    assert scheduler.get_work(worker="someone-else")["task_id"] == task.task_id  # now running there
+    capsys.readouterr()
+    central = dict(local_scheduler=False, scheduler_host="127.0.0.1", scheduler_port=luigid)
+    assert not run_dag(config, target="ingest", **central)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("codemill:")]
+    assert len(lines) == 1 and "ingest is being run by another worker" in lines[0]
+    assert not task.complete()
