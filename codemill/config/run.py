@@ -24,6 +24,11 @@ DEMO_CONFIG = "configs/demo.toml"
 DEFAULT_SPARK_CONF = {
     "spark.driver.memory": "4g",
     "spark.sql.shuffle.partitions": "16",
+    # Sources on Hadoop file systems are read file by file (binaryFile): Spark's defaults,
+    # made for a few large Parquet files, would give a task per 32 source files and a
+    # 10,000-task job to look up a long list of paths.
+    "spark.sql.files.openCostInBytes": str(64 << 10),
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "64",
 }
 
 
