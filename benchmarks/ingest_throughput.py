@@ -111,7 +111,7 @@ def viewfs_config(demo: str, mounted_out: Path) -> Path:
 
 
 def shard_sums(out: Path) -> dict[str, list[str]]:
-    return {d.parent.parent.name: [s["sha256"] for s in json.loads(d.read_text())["shards"]]
+    return {d.parent.parent.parent.name: [s["sha256"] for s in json.loads(d.read_text())["shards"]]
             for d in sorted(out.glob("shards/*/*/attempt-*/manifest.json"))}
 
 

@@ -20,10 +20,12 @@ from pyspark.sql import DataFrame, SparkSession
 from codemill.errors import InputError
 from codemill.ingest.languages import has_extension, lang_from_name
 from codemill.ingest.walk import FileEntry
+from codemill.storage import filesystem
 
 # a regex that matches no path segment: no file is ignored for its name
 _IGNORE_NOTHING = "(?!)"
 _GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
+_SUMMARY_NAMES = ("_metadata", "_common_metadata")
 
 
 def binary_files(spark: SparkSession, paths: list[str], recursive: bool = False) -> DataFrame:
@@ -44,9 +46,15 @@ def qualified(spark: SparkSession, uri: str) -> str:
     return fs.makeQualified(path).toString()
 
 
+def scans_skip(uri: str) -> bool:
+    """Files Spark's file scans pass over though its file index lists them: Parquet
+    summary names. (Empty files are skipped too; they need no reading.)"""
+    return uri.rsplit("/", 1)[-1].startswith(_SUMMARY_NAMES)
+
+
 def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
-    """(uri, size, mtime in ns) of every file under `root`, sorted. Spark's scans skip
-    empty files, so those come from the file index alone (size 0, mtime unknown: 0)."""
+    """(uri, size, mtime in ns) of every file under `root`, sorted. The scan gives the
+    sizes; the files it skips (empty ones, `scans_skip` names) are looked up one by one."""
     files = binary_files(spark, [root], recursive=True)
     scanned = {r["path"]: (r["length"], int(r["modificationTime"].timestamp() * 1e9))
                for r in files.select("path", "length", "modificationTime").collect()}
@@ -54,7 +62,17 @@ def list_files(spark: SparkSession, root: str) -> list[tuple[str, int, int]]:
     missing = set(scanned) - set(indexed)
     if missing:
         raise InputError(f"{root}: listing disagrees with the scan on {sorted(missing)[:3]}")
-    return sorted((uri, *scanned.get(uri, (0, 0))) for uri in indexed)
+    skipped = {uri: _status(spark, uri) for uri in indexed if uri not in scanned}
+    for uri, (size, _) in skipped.items():
+        if size and not scans_skip(uri):
+            raise InputError(f"{uri}: Spark's reader passes over this file for a reason codemill does not know")
+    return sorted((uri, *(scanned.get(uri) or skipped[uri])) for uri in indexed)
+
+
+def _status(spark: SparkSession, uri: str) -> tuple[int, int]:
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(uri)
+    status = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getFileStatus(path)
+    return status.getLen(), status.getModificationTime() * 1_000_000
 
 
 def _as_path_string(uri: str) -> str:
@@ -84,11 +102,20 @@ def list_directory(spark: SparkSession, name: str, root: str, repo: str | None, 
 
 
 def read_contents(spark: SparkSession, uris: list[str], read: Any, schema: Any) -> DataFrame:
-    """`read(uri, data)` (yielding Arrow batches) over the bytes of every file, on executors."""
+    """`read(uri, data)` (yielding Arrow batches) over the bytes of every file, on
+    executors; files Spark's scans skip (`scans_skip`) are read on the driver."""
 
     def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for uri, data in zip(batch.column("path").to_pylist(), batch.column("content").to_pylist()):
                 yield from read(uri, data)
 
-    return binary_files(spark, uris).select("path", "content").mapInArrow(rows, schema)
+    scanned = [uri for uri in uris if not scans_skip(uri)]
+    out = binary_files(spark, scanned).select("path", "content").mapInArrow(rows, schema) if scanned else None
+    fs = filesystem(uris[0], spark) if uris else None
+    batches = [batch for uri in uris if scans_skip(uri) for batch in read(uri, fs.read_bytes(uri))]
+    if batches or out is None:
+        rows_read = pa.Table.from_batches(batches).to_pylist() if batches else []
+        on_driver = spark.createDataFrame(rows_read, schema)
+        out = on_driver if out is None else out.unionByName(on_driver)
+    return out

@@ -189,6 +189,7 @@ def test_remote_sources_read_like_local_ones(spark, tmp_path):
     tree = tmp_path / "tree"
     for rel, data in {"pkg/__init__.py": b"", "pkg/_private.py": b"x = 1\n", ".hidden.py": b"y = 2\n",
                       "odd [name]{1}.py": b"z = 3\n", "pkg/mod.py": b"def f():\n    return 1\n",
+                      "pkg/_metadata.py": b"version = 1\n",
                       "image.png": b"\x89PNG", "blob.py": b"a\x00b", "__pycache__/m.pyc": b"\x00",
                       "latin1.py": "# caf\xe9\n".encode("latin-1")}.items():
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +213,7 @@ def test_remote_sources_read_like_local_ones(spark, tmp_path):
     remote_kept, remote_dropped = run(spark, sources(remote), malformed_jsonl="quarantine")
     assert {p: r["id"] for p, r in remote_kept.items()} == {p: r["id"] for p, r in local_kept.items()}
     assert {p: r["reason"] for p, r in remote_dropped.items()} == {p: r["reason"] for p, r in local_dropped.items()}
-    assert {"pkg/_private.py", ".hidden.py", "odd [name]{1}.py"} <= set(remote_kept)
+    # names Spark's scans pass over (Parquet summary files) are read all the same
+    assert {"pkg/_private.py", ".hidden.py", "odd [name]{1}.py", "pkg/_metadata.py"} <= set(remote_kept)
     assert remote_dropped["pkg/__init__.py"]["reason"] == "empty"
     assert remote_dropped["a.jsonl:2"]["detail"].startswith(f"{remote}/jsonl/a.jsonl:2: malformed JSONL")

@@ -109,3 +109,19 @@ def test_dag_on_viewfs_refuses_a_second_run_resumes_and_matches_the_local_run(fi
         local = stage_task(stage, finished_run).committed()
         for table in ("docs", "dropped"):
             assert table_digest(Folder(committed(remote_dir) / table)) == table_digest(local.sub(table))
+
+
+def test_file_uris_read_and_write_like_plain_paths(spark, real_tree, tmp_path):
+    from codemill.storage import to_uri
+
+    from support import run_dag, write_config
+
+    plain = write_config(tmp_path / "plain.toml", real_tree, tmp_path / "plain-out")
+    uris = write_config(tmp_path / "uris.toml", to_uri(real_tree), to_uri(tmp_path / "uri-out"))
+    for config in (plain, uris):
+        assert run_dag(config, target="exact_dedup")
+    for stage in ("ingest", "exact_dedup"):
+        via_uri, via_path = (stage_task(stage, c).committed() for c in (uris, plain))
+        assert via_uri.uri.startswith(f"file://{tmp_path}/uri-out/{stage}/")
+        for table in ("docs", "dropped"):
+            assert table_digest(via_uri.sub(table)) == table_digest(via_path.sub(table))
