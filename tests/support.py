@@ -41,7 +41,10 @@ def copy_real_tree(dest: Path, stdlib_dirs: tuple[str, ...], headers: int = 40) 
     return dest
 
 
-def write_config(path: Path, tree: Path, out: Path, extra: str = "") -> Path:
+def write_config(path: Path, tree: Path | str, out: Path | str, extra: str = "",
+                 spark_conf: dict[str, str] | None = None) -> Path:
+    """A run config over one directory source; `spark_conf` adds to the test Spark settings."""
+    conf = {"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "2g", **(spark_conf or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"""
 out = "{out}"
@@ -52,7 +55,7 @@ path = "{tree}"
 license = "PSF-2.0"
 [spark]
 master = "local[2]"
-conf = {{ "spark.sql.shuffle.partitions" = "4", "spark.driver.memory" = "2g" }}
+conf = {{ {", ".join(f'"{k}" = "{v}"' for k, v in conf.items())} }}
 [tokenizer]
 vocab_size = 2000
 [pack]

@@ -16,36 +16,15 @@ from codemill.pipelines.tables import table_digest
 from codemill.pipelines.task import stage_task
 from codemill.storage.folder import Folder
 
-from support import attempts, wait_for
+from support import attempts, wait_for, write_config
 
 CODEMILL = [sys.executable, "-m", "codemill.cli"]
 
 
 def viewfs_config(path: Path, tree: Path, mount: Path, cluster: str) -> Path:
-    conf = {
-        "spark.sql.shuffle.partitions": "4",
-        "spark.driver.memory": "2g",
-        f"spark.hadoop.fs.viewfs.mounttable.{cluster}.link./corpus": f"file://{tree}",
-        f"spark.hadoop.fs.viewfs.mounttable.{cluster}.link./out": f"file://{mount}",
-    }
-    path.write_text(f"""
-out = "viewfs://{cluster}/out"
-[[sources]]
-name = "real"
-type = "dir"
-path = "viewfs://{cluster}/corpus"
-license = "PSF-2.0"
-[spark]
-master = "local[2]"
-conf = {json.dumps(conf).replace('": ', '" = ')}
-[tokenizer]
-vocab_size = 2000
-[pack]
-seq_len = 512
-[mix]
-partitions = 2
-""")
-    return path
+    links = {f"spark.hadoop.fs.viewfs.mounttable.{cluster}.link./corpus": f"file://{tree}",
+             f"spark.hadoop.fs.viewfs.mounttable.{cluster}.link./out": f"file://{mount}"}
+    return write_config(path, f"viewfs://{cluster}/corpus", f"viewfs://{cluster}/out", spark_conf=links)
 
 
 def committed(fingerprint_dir: Path) -> Path:
@@ -114,7 +93,7 @@ def test_dag_on_viewfs_refuses_a_second_run_resumes_and_matches_the_local_run(fi
 def test_file_uris_read_and_write_like_plain_paths(spark, real_tree, tmp_path):
     from codemill.storage import to_uri
 
-    from support import run_dag, write_config
+    from support import run_dag
 
     plain = write_config(tmp_path / "plain.toml", real_tree, tmp_path / "plain-out")
     uris = write_config(tmp_path / "uris.toml", to_uri(real_tree), to_uri(tmp_path / "uri-out"))
