@@ -27,11 +27,14 @@ ModelRef = tuple[str, str]
 
 def train_classifier(examples: Iterable[tuple[str, str]], out: str | os.PathLike, *,
                      epoch: int = 25, lr: float = 0.5, word_ngrams: int = 2, dim: int = 32,
-                     min_count: int = 1, seed: int = 0) -> Path:
+                     min_count: int = 1, bucket: int = 2_000_000, quantize: bool = False,
+                     cutoff: int = 0, seed: int = 0) -> Path:
     """Train a supervised fastText model on (label, text) pairs and save it to `out`.
 
     Each text goes on one line (newlines become spaces). One thread, so the same
-    examples in the same order give the same model."""
+    examples in the same order give the same model. `quantize`: product-quantise it
+    (the .ftz format), keeping the `cutoff` word and n-gram vectors of largest norm
+    (0: all); fastText's quantiser seeds its own k-means, so this stays deterministic."""
     import fasttext
 
     out = Path(out)
@@ -44,9 +47,11 @@ def train_classifier(examples: Iterable[tuple[str, str]], out: str | os.PathLike
     try:
         model = fasttext.train_supervised(
             input=train_file, epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim,
-            minCount=min_count, thread=1, seed=seed, verbose=0)
+            minCount=min_count, bucket=bucket, thread=1, seed=seed, verbose=0)
     finally:
         os.unlink(train_file)
+    if quantize:
+        model.quantize(cutoff=cutoff, retrain=False, thread=1, verbose=0)
     with atomic_path(out) as tmp:
         model.save_model(str(tmp))
     return out

@@ -41,6 +41,8 @@ class MixConfig(Section):
     total_tokens: int = setting(0, ge=0)
     # Spark partitions that pack sequences (each writes its own shards).
     partitions: int = setting(4, ge=1)
+    # Warn when one document holds more than this share of its category's tokens.
+    max_document_share: float = setting(0.05, gt=0.0, le=1.0)
 
     def check(self) -> None:
         check_unique_names(self.mixes, "mixes", "mixes")
@@ -63,6 +65,16 @@ class KindConfig(Section):
     classify_langs: list[str] = setting(lambda: ["text"])
     # Sources whose documents all have one kind, e.g. {"stackexchange" = "nl_code"}.
     source_kinds: dict[str, str] = setting(dict)
+    # The classifier trained when no model is given. fastText's own defaults (2M hash
+    # buckets of 32-dim n-gram vectors here) made it 260 MB; these keep it under 1 MB
+    # at the same accuracy (benchmarks/kind_classifier_size.py).
+    classifier_dim: int = setting(16, ge=2, le=300)
+    classifier_buckets: int = setting(65_536, ge=1_024, le=10_000_000)
+    classifier_min_count: int = setting(2, ge=1, le=1_000)  # rarer words get no vector
+    # fastText's product quantisation, saved as .ftz, keeping the `classifier_cutoff`
+    # word and n-gram vectors of largest norm (0: all of them).
+    classifier_quantize: bool = True
+    classifier_cutoff: int = setting(20_000, ge=0, le=10_000_000)
 
     def check(self) -> None:
         for source, kind in self.source_kinds.items():

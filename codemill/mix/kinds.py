@@ -24,7 +24,7 @@ from codemill.mix.config import KindConfig
 from codemill.schema import DROPPED_SCHEMA, StageOutput
 from codemill.storage.folder import local_file
 
-CLASSIFIER_FILE = "kind-classifier.bin"
+CLASSIFIER_NAME = "kind-classifier"
 # File names that tell the kind of a plain-text file: they label the classifier's training data.
 NL_CODE_NAMES = ("readme", "changelog", "changes", "history", "contributing", "install")
 NL_NAMES = ("license", "licence", "copying", "notice", "authors", "patents")
@@ -49,9 +49,15 @@ def fasttext_line(text: str) -> str:
     return " ".join(text[:SNIPPET_CHARS].split())
 
 
-def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int) -> dict[str, int]:
+def classifier_file(cfg: KindConfig) -> str:
+    """The trained model's file name: fastText's .ftz for a quantised model."""
+    return CLASSIFIER_NAME + (".ftz" if cfg.classifier_quantize else ".bin")
+
+
+def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int, cfg: KindConfig) -> dict[str, int]:
     """Train a fastText model on up to EXAMPLES_PER_LABEL documents per derived label,
-    chosen by a seeded hash of their id. Returns the labelled documents per kind."""
+    chosen by a seeded hash of their id, with the classifier settings of `cfg`.
+    Returns the labelled documents per kind."""
     labelled = (
         docs.select("id", "content", derived_label().alias("label"))
         .where(F.col("label").isNotNull())
@@ -72,7 +78,9 @@ def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int) -> dict[st
         examples += [(label, texts[i % len(texts)]) for i in range(per_label)] if texts else []
     counts = {label: int(available.get(label, 0)) for label in KINDS}
     examples.sort(key=lambda e: (e[0], e[1]))
-    train_classifier(examples, out_path, epoch=10, lr=0.5, word_ngrams=2, dim=32, seed=seed)
+    train_classifier(examples, out_path, epoch=10, lr=0.5, word_ngrams=2, dim=cfg.classifier_dim,
+                     min_count=cfg.classifier_min_count, bucket=cfg.classifier_buckets,
+                     quantize=cfg.classifier_quantize, cutoff=cfg.classifier_cutoff, seed=seed)
     return counts
 
 
@@ -135,8 +143,8 @@ def decide_kinds(
     elif cfg.classify_langs:
         needs_classifier = docs.where(F.col("lang").isin(*cfg.classify_langs)).limit(1).count() > 0
         if needs_classifier:
-            model = str(work_dir / CLASSIFIER_FILE)
-            extra["classifier_examples"] = train_kind_classifier(docs, Path(model), seed)
+            model = str(work_dir / classifier_file(cfg))
+            extra["classifier_examples"] = train_kind_classifier(docs, Path(model), seed, cfg)
     extra["classifier"] = "user" if cfg.classifier_model else ("trained" if model else "none")
     kept = assign_kinds(spark, docs, cfg, model)
     dropped = spark.createDataFrame([], DROPPED_SCHEMA)

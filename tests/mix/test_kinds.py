@@ -7,11 +7,13 @@ import shutil
 import fasttext
 import pytest
 
-from codemill.errors import InputError
+from codemill.config import load_run_config
+from codemill.errors import ConfigError, InputError
 from codemill.ingest.config import IngestConfig, SourceConfig
 from codemill.ingest.stage import ingest
 from codemill.mix.config import KindConfig
 from codemill.mix.kinds import assign_kinds, check_classifier_model, decide_kinds
+from codemill.stages import make_stage
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,28 @@ def test_trained_classifier_decides_plain_text(spark, docs, tmp_path):
     assert got["notes.txt"] == ("code", "classifier")
     assert got["guide.txt"] == ("nl_code", "classifier")
     assert out.kept.count() == docs.count()
+
+
+def test_trained_classifier_is_small_and_retrains_to_the_same_bytes(spark, docs, tmp_path):
+    first = decide_kinds(spark, docs, KindConfig(), seed=0, work_dir=tmp_path / "a")
+    second = decide_kinds(spark, docs, KindConfig(), seed=0, work_dir=tmp_path / "b")
+    model = tmp_path / "a" / "kind-classifier.ftz"
+    assert model.read_bytes() == (tmp_path / "b" / "kind-classifier.ftz").read_bytes()
+    assert model.stat().st_size < 1_000_000
+    assert kinds_by_path(first.kept) == kinds_by_path(second.kept)
+
+
+def test_unquantised_classifier_is_a_bin_file(spark, docs, tmp_path):
+    decide_kinds(spark, docs, KindConfig(classifier_quantize=False), seed=0, work_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["kind-classifier.bin"]
+
+
+def test_classifier_settings_are_checked_and_fingerprinted():
+    with pytest.raises(ConfigError, match="kinds.classifier_buckets: 10 is out of range"):
+        load_run_config(None, ["kinds.classifier_buckets=10"])
+    settings = [make_stage(load_run_config(None, overrides), "kinds").settings()
+                for overrides in ([], ["kinds.classifier_dim=32"], ["kinds.classifier_quantize=false"])]
+    assert settings[0] != settings[1] and settings[0] != settings[2]
 
 
 def test_source_kind_wins(spark, docs):
