@@ -36,6 +36,28 @@ def category(mix: MixSpec) -> Column:
     return F.col("kind")
 
 
+def length_bucket(n_tokens: Column) -> Column:
+    """The power-of-two bucket of a length: 0 for 0, else the largest 2^k <= n, from the
+    bit length of n (a floating log2 misplaces some exact powers of two)."""
+    bit_length = F.length(F.bin(n_tokens))
+    return F.when(n_tokens < 1, F.lit(0)).otherwise(F.pow(F.lit(2), bit_length - 1)).cast("long")
+
+
+def category_tokens(docs: DataFrame, mix: MixSpec) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """One Spark aggregation over (document, n_tokens) rows: the tokens of each category
+    of `mix` (one epoch), and each category's document count per token-length bucket
+    (`{category: {bucket lower bound: documents}}`, for the report)."""
+    rows = (docs.groupBy(category(mix).alias("category"), length_bucket(F.col("n_tokens")).alias("bucket"))
+            .agg(F.count(F.lit(1)).alias("docs"), F.sum("n_tokens").alias("tokens"))
+            .collect())
+    tokens: dict[str, int] = {}
+    histogram: dict[str, dict[str, int]] = {}
+    for r in sorted(rows, key=lambda r: (r["category"], r["bucket"])):
+        tokens[r["category"]] = tokens.get(r["category"], 0) + int(r["tokens"])
+        histogram.setdefault(r["category"], {})[str(r["bucket"])] = int(r["docs"])
+    return tokens, histogram
+
+
 def plan_mix(mix: MixSpec, available: dict[str, int], max_epochs: float, total_tokens: int) -> MixPlan:
     """Epochs per category so that token shares match `mix.shares`.
 

@@ -1,19 +1,39 @@
-"""The run report: every stage's accounting plus what the final table holds."""
+"""The run report: every stage's accounting plus what the final table holds.
+
+`report.json` is versioned by `SCHEMA_VERSION` (reports before it had none: version 1).
+It records when it was written and the run's start, so unlike the tables and shards it
+is not byte-identical across re-runs (the stages' timings never were either).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+import codemill
+from codemill.config import to_dict
 from codemill.pipelines.tables import read_table
+from codemill.report.html import render_report
 from codemill.stats import StageStats
 from codemill.storage import display
 from codemill.storage.folder import Folder
+from codemill.storage.lease import RUN_ID
 from codemill.tokenize.shard_format import MANIFEST
+
+# 2: codemill_version, run and report times, the resolved config, token-length
+# histograms and FIM eligibility per mix; report.html beside it.
+SCHEMA_VERSION = 2
+
+# Spark settings whose values are credentials (s3a keys, tokens, passwords): kept out of
+# the report, which is meant to be shared.
+SECRET_SETTING = re.compile(r"secret|password|token|credential|access\.key|session\.key", re.I)
+REDACTED = "<redacted>"
 
 
 def _mb(n: int) -> str:
@@ -28,13 +48,32 @@ def _mix_summary(shard_dir: Folder) -> dict[str, Any]:
         "sequences": counts["sequences"],
         "tokens": counts["tokens"],
         "seq_len": manifest["seq_len"],
+        # FIM applies only to documents that fit in one row: those are its eligible ones
         "fim_docs": {"psm": counts["docs_psm"], "spm": counts["docs_spm"],
-                     "packed": counts["docs_packed"]},
+                     "packed": counts["docs_packed"], "long": counts["docs_long"],
+                     "eligible": counts["docs_packed"] - counts["docs_long"]},
+        "fim_rate": manifest["fim"]["rate"],
         "requested": mix["requested"],
         "realised": mix["realised"],
         "realised_tokens": mix["realised_tokens"],
         "epochs": mix["epochs"],
+        # absent from shards written before the histogram was recorded
+        "token_length_histogram": mix.get("token_length_histogram", {}),
     }
+
+
+def run_started_at(run_id: str) -> str:
+    """The start of a run, ISO-8601 UTC, from its id (`20261130T163020Z-221547c0`)."""
+    started = datetime.strptime(run_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return started.isoformat()
+
+
+def shareable_config(cfg: Any) -> dict[str, Any]:
+    """The resolved run config, with credential-like Spark settings redacted."""
+    config = to_dict(cfg)
+    conf = config["spark"]["conf"]
+    config["spark"]["conf"] = {k: REDACTED if SECRET_SETTING.search(k) else v for k, v in conf.items()}
+    return config
 
 
 def build_report(
@@ -50,6 +89,12 @@ def build_report(
         .collect()
     )
     return {
+        "schema_version": SCHEMA_VERSION,
+        "codemill_version": codemill.__version__,
+        "run_id": RUN_ID,
+        "run_started_at": run_started_at(RUN_ID),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": shareable_config(cfg),
         "out": display(cfg.out_uri()),
         "stages": [asdict(s) for s in stages],
         "outputs": {name: display(d.uri) for name, d in stage_dirs.items()},
@@ -119,6 +164,7 @@ def format_summary(report: dict[str, Any], top_langs: int = 12) -> str:
         "outputs:",
         *(f"  {name:<14}{path}" for name, path in report["outputs"].items()),
         f"report: {report['out']}/report.json",
+        f"report page: {report['out']}/report.html (charts; opens in any browser)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -127,11 +173,14 @@ def write_report(
     spark: SparkSession, cfg: Any, stage_dirs: dict[str, Folder], shard_dirs: dict[str, Folder],
     report_dir: Folder,
 ) -> dict[str, Any]:
-    """Write report.json and summary.txt for this run, and as the output root's latest."""
+    """Write report.json, report.html and summary.txt for this run, and as the output
+    root's latest."""
     report = build_report(spark, cfg, stage_dirs, shard_dirs)
     text = format_summary(report)
     blob = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    page = render_report(report)
     for directory in (Folder(cfg.out_uri(), report_dir.fs), report_dir):
         directory.write_text("summary.txt", text)
         directory.write_text("report.json", blob)
+        directory.write_text("report.html", page)
     return report

@@ -34,7 +34,7 @@ class Shards(Stage):
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> None:
         from pyspark.sql import functions as F
 
-        from codemill.mix.plan import category, plan_mix, select_copies
+        from codemill.mix.plan import category_tokens, plan_mix, select_copies
         from codemill.pipelines.tables import read_table
         from codemill.tokenize.jobs import write_shards
         from codemill.tokenize.shards import write_manifest
@@ -43,9 +43,8 @@ class Shards(Stage):
         c, spec = self.cfg, self.cfg.mix.spec(self.item)
         docs = read_table(spark, docs_path(inputs)).join(
             read_table(spark, inputs["counts"].join("counts")), "id")
-        tokens = docs.groupBy(category(spec).alias("category")).agg(F.sum("n_tokens").alias("n"))
-        plan = plan_mix(spec, {r["category"]: r["n"] for r in tokens.collect()},
-                        c.mix.max_epochs, c.mix.total_tokens)
+        available, length_histogram = category_tokens(docs, spec)
+        plan = plan_mix(spec, available, c.mix.max_epochs, c.mix.total_tokens)
         selected = select_copies(docs, plan, spec, c.seed).persist()
         realised = {r["category"]: r["n"] for r in
                     selected.groupBy("category").agg(F.sum("n_tokens").alias("n")).collect()}
@@ -54,7 +53,8 @@ class Shards(Stage):
         shards, stats = write_shards(spark, selected, tok, c.fim, c.pack, c.seed, c.mix.partitions,
                                      work)
         mix = {**plan.to_dict(), "realised_tokens": realised,
-               "realised": {k: v / total for k, v in sorted(realised.items())}}
+               "realised": {k: v / total for k, v in sorted(realised.items())},
+               "token_length_histogram": length_histogram}
         write_manifest(work, tokenizer=tok, pack=c.pack, fim=c.fim, seed=c.seed,
                        shards=shards, stats=stats, mix=mix)
         selected.unpersist()

@@ -7,7 +7,7 @@ import pytest
 from codemill.config import load_run_config as load_config
 from codemill.errors import ConfigError, InputError
 from codemill.mix.config import MixSpec
-from codemill.mix.plan import plan_mix, select_copies
+from codemill.mix.plan import category_tokens, plan_mix, select_copies
 from codemill.schema import DOC_SCHEMA
 
 BASE = MixSpec("base", {"code": 0.85, "nl_code": 0.08, "nl": 0.07})
@@ -62,3 +62,16 @@ def test_python_share_moves_python_out_of_code(spark):
     again = select_copies(docs, plan, python_mix, seed=0)
     assert sorted(map(tuple, picked.select("id", "copy").collect())) == \
         sorted(map(tuple, again.select("id", "copy").collect()))
+
+
+def test_category_tokens_counts_tokens_and_buckets_lengths_by_powers_of_two(spark):
+    lengths = {"python": [0, 1, 7, 8, 1 << 29], "c": [2, 3, 1023, 1024], "text": [4]}
+    rows = [(f"{lang}{i}", "nl" if lang == "text" else "code", lang, n)
+            for lang, ns in lengths.items() for i, n in enumerate(ns)]
+    docs = spark.createDataFrame(rows, "id string, kind string, lang string, n_tokens long")
+    python_mix = MixSpec("python", {"python": 0.75, "code": 0.10, "nl_code": 0.10, "nl": 0.05})
+    tokens, histogram = category_tokens(docs, python_mix)
+    assert tokens == {"python": 16 + (1 << 29), "code": 2052, "nl": 4}
+    # exact powers of two open their bucket (2^29 included, where a float log2 can slip)
+    assert histogram == {"python": {"0": 1, "1": 1, "4": 1, "8": 1, str(1 << 29): 1},
+                         "code": {"2": 2, "512": 1, "1024": 1}, "nl": {"4": 1}}
