@@ -1,8 +1,8 @@
 """The run report: every stage's accounting plus what the final table holds.
 
-`report.json` is versioned by `SCHEMA_VERSION` (reports before it had none: version 1).
-It records when it was written and the run's start, so unlike the tables and shards it
-is not byte-identical across re-runs (the stages' timings never were either).
+`report.json` is versioned by `codemill.report.SCHEMA_VERSION`. It records when it was
+written and the run's start, so unlike the tables and shards it is not byte-identical
+across re-runs (the stages' timings never were either).
 """
 
 from __future__ import annotations
@@ -19,16 +19,13 @@ from pyspark.sql import functions as F
 import codemill
 from codemill.config import to_dict
 from codemill.pipelines.tables import read_table
+from codemill.report import SCHEMA_VERSION
 from codemill.report.html import render_report
 from codemill.stats import StageStats
 from codemill.storage import display
 from codemill.storage.folder import Folder
 from codemill.storage.lease import RUN_ID
 from codemill.tokenize.shard_format import MANIFEST
-
-# 2: codemill_version, run and report times, the resolved config, token-length
-# histograms and FIM eligibility per mix; report.html beside it.
-SCHEMA_VERSION = 2
 
 # Spark settings whose values are credentials (s3a keys, tokens, passwords): kept out of
 # the report, which is meant to be shared.

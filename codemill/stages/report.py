@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from codemill.report import SCHEMA_VERSION
 from codemill.stages.base import Stage, StageRef
 
 if TYPE_CHECKING:
@@ -23,6 +24,9 @@ class Report(Stage):
 
         return {**{stage: StageRef(stage) for stage in document_chain(self.cfg)},
                 **{SHARDS_PREFIX + m.name: StageRef("shards", m.name) for m in self.cfg.mix.mixes}}
+
+    def settings(self) -> list[Any]:
+        return [SCHEMA_VERSION]  # a new report format rewrites a finished run's report
 
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> None:
         from codemill.report.summary import write_report
