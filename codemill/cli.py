@@ -31,6 +31,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"spark.master={json.dumps(args.master)}")
     if getattr(args, "workers", None) is not None:
         out.append(f"luigi.workers={args.workers}")
+    if getattr(args, "progress", None) is not None:
+        out.append(f"luigi.progress_seconds={args.progress}")
+    if getattr(args, "log_json", False):
+        out.append('luigi.log_format="json"')
     if getattr(args, "scheduler", None) is not None:
         host, _, port = args.scheduler.rpartition(":")
         if not host or not port.isdigit():
@@ -57,6 +61,11 @@ def _add_run_args(p: argparse.ArgumentParser, config_required: bool = False,
     p.add_argument("--workers", type=int, help="Luigi workers running tasks in parallel")
     p.add_argument("--scheduler", metavar="HOST:PORT",
                    help="use a running central Luigi scheduler (luigid) instead of the local one")
+    p.add_argument("--progress", type=int, nargs="?", const=10, metavar="SECONDS",
+                   help="print the running Spark job and its task counts every SECONDS (default 10) "
+                   "as plain lines, readable in a log file")
+    p.add_argument("--log-json", action="store_true",
+                   help="print every log line as a JSON object (for log collectors)")
     if spark:
         p.add_argument("--master", help="Spark master URL: local[*], spark://host:7077, yarn, k8s://...")
 
@@ -207,6 +216,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from codemill.errors import InputError, SchedulerUnreachableError
     from codemill.storage.lease import LeaseHeldError
 
     args = make_parser().parse_args(argv)
@@ -214,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"codemill: config error: {exc}", file=sys.stderr)
+        return 2
+    except (InputError, SchedulerUnreachableError) as exc:
+        print(f"codemill: {exc}", file=sys.stderr)
         return 2
     except LeaseHeldError as exc:
         print(f"codemill: {exc}", file=sys.stderr)

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
-from codemill.config.loader import Section, check_unique_names, load, parse_toml, read_toml, setting
+from codemill.config.loader import Section, check_unique_names, invalid, load, parse_toml, read_toml, setting
 from codemill.ingest.config import SourceConfig
 from codemill.stages import STAGES
 
 DEMO_CONFIG = "configs/demo.toml"
+
+# What Spark's master URL parser accepts (checked here so a typo fails before Spark starts).
+MASTER_URLS = (r"local", r"local\[(\*|[1-9]\d*)(,\s*[1-9]\d*)?\]", r"local-cluster\[\d+,\s*\d+,\s*\d+\]",
+               r"spark://\S+", r"yarn", r"k8s://\S+")
 
 # Merged under the user's [spark.conf].
 DEFAULT_SPARK_CONF = {
@@ -42,6 +47,11 @@ class SparkConfig(Section):
     # Any Spark setting; merged over DEFAULT_SPARK_CONF.
     conf: dict[str, str] = setting(dict)
 
+    def check(self) -> None:
+        if not any(re.fullmatch(pattern, self.master) for pattern in MASTER_URLS):
+            raise invalid("master", f"{self.master!r} is not a Spark master URL: use local, local[N], "
+                          "local[*], local[N,retries], spark://HOST:PORT, yarn or k8s://HOST:PORT")
+
 
 @dataclass
 class LuigiConfig(Section):
@@ -52,6 +62,10 @@ class LuigiConfig(Section):
     scheduler_port: int = setting(8082, ge=1, le=65535)
     # Luigi's own logging; INFO shows each task starting and finishing.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # "json": every console line of Luigi and codemill is a JSON object.
+    log_format: Literal["text", "json"] = "text"
+    # Print the running Spark job and its tasks every this many seconds (0: never).
+    progress_seconds: int = setting(0, ge=0, le=3600)
 
 
 class _RunConfigBase(Section):

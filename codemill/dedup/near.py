@@ -30,6 +30,7 @@ from codemill.dedup.config import NearDedupConfig
 from codemill.dedup.keep_rule import keep_order
 from codemill.dedup.lsh import band_key_batches, band_params
 from codemill.dedup.shingles import shingle_set_batches
+from codemill.observe import step
 from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
 from codemill.stats import StageStats
 
@@ -201,14 +202,16 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> Ne
     # Intermediate tables are checkpointed lazily: the count or aggregate that follows each
     # is the job that materialises it, and later steps reuse it instead of recomputing.
     pairs = candidate_pairs(docs, cfg, bands, rows).localCheckpoint(eager=False)
-    n_candidates = pairs.count()
+    with step("LSH candidate pairs"):
+        n_candidates = pairs.count()
     to_check, unchecked = _split_by_cluster_size(pairs, cfg.verify_min_cluster_size)
     few_ids = _fits_broadcast(spark, 2 * n_candidates, _ID_ROW_BYTES)
     scored = verify_pairs(docs, to_check, cfg, few_ids).localCheckpoint(eager=False)
     passed = scored.where(F.col("jaccard") >= cfg.threshold).select("a", "b")
-    n_checked, n_passed = scored.agg(
-        F.count(F.lit(1)), F.sum((F.col("jaccard") >= cfg.threshold).cast("long"))
-    ).first()
+    with step("exact Jaccard of candidate pairs"):
+        n_checked, n_passed = scored.agg(
+            F.count(F.lit(1)), F.sum((F.col("jaccard") >= cfg.threshold).cast("long"))
+        ).first()
     decisions = _decide(docs, passed.unionByName(unchecked)).localCheckpoint(eager=False)
 
     cluster_rows = _cluster_table(decisions)

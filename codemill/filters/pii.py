@@ -55,6 +55,7 @@ from pyspark.sql.types import IntegerType, StructField, StructType
 from codemill.filters.config import PII_KINDS as KINDS
 from codemill.filters.config import PiiConfig
 from codemill.filters.rules import byte_chunks
+from codemill.observe import step
 from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, DROPPED_SCHEMA, StageOutput
 
 STAGE = "pii"
@@ -255,10 +256,11 @@ def scrub_pii(spark: SparkSession, docs: DataFrame, cfg: PiiConfig) -> tuple[Sta
     scrubbed = docs.select(*DOC_COLUMNS).mapInArrow(
         lambda batches: scrub_batches(batches, cfg), schema).persist(StorageLevel.MEMORY_AND_DISK)
     per_doc = sum(F.col(_count_column(k)) for k in KINDS)
-    totals = scrubbed.agg(
-        *[F.sum(_count_column(k)).alias(k) for k in KINDS],
-        F.sum(F.when(per_doc > 0, 1).otherwise(0)).alias("documents"),
-    ).first()
+    with step("filters and PII scrubbing"):
+        totals = scrubbed.agg(
+            *[F.sum(_count_column(k)).alias(k) for k in KINDS],
+            F.sum(F.when(per_doc > 0, 1).otherwise(0)).alias("documents"),
+        ).first()
     counts = {k: int(totals[k] or 0) for k in (*KINDS, "documents")}
     dropped = spark.createDataFrame([], DROPPED_SCHEMA)
     return StageOutput(scrubbed.select(*DOC_COLUMNS), dropped), counts

@@ -33,6 +33,20 @@ class FileEntry:
     reason: str | None  # set when the file is dropped without being read
 
 
+def is_utf8(name: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (Python holds them as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escape_name(name: str) -> str:
+    """A file name's bytes as text, undecodable ones written `\\xNN`."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _excluded(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -49,13 +63,16 @@ def walk_source(
     entries: list[FileEntry] = []
 
     def add(rel: str, size: int = 0, mtime_ns: int = 0, reason: str | None = None) -> None:
+        if not is_utf8(rel):
+            rel, reason = escape_name(rel), reason or "undecodable_path"
         entries.append(FileEntry(name, repo, license, str(root), rel, size, mtime_ns, reason))
 
     seen_dirs: set[tuple[int, int]] = set()
     # Depth-first over real directories; a directory reached a second time
     # (a symlink to an ancestor or to a tree already walked) is a loop.
     stack: list[tuple[Path, str]] = [(root, "")]
-    progress = tqdm(desc=f"listing {name}", unit=" files", leave=False, mininterval=1.0)
+    progress = tqdm(desc=f"listing {name}", unit=" files", leave=False, mininterval=1.0,
+                    disable=None)  # a redrawn bar is junk in a log file
     while stack:
         directory, rel_dir = stack.pop()
         try:

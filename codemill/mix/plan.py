@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from codemill.errors import InputError
+from codemill.mix.categories import KINDS
 from codemill.mix.config import MixSpec
 
 
@@ -43,19 +44,80 @@ def length_bucket(n_tokens: Column) -> Column:
     return F.when(n_tokens < 1, F.lit(0)).otherwise(F.pow(F.lit(2), bit_length - 1)).cast("long")
 
 
-def category_tokens(docs: DataFrame, mix: MixSpec) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+@dataclass
+class CategoryTokens:
+    tokens: dict[str, int]  # one epoch of each category
+    histogram: dict[str, dict[str, int]]  # {category: {bucket lower bound: documents}}
+    largest: dict[str, int]  # the tokens of each category's largest document
+
+    def lopsided(self, max_share: float) -> dict[str, float]:
+        """Categories where one document holds more than `max_share` of the tokens: a
+        subsampled or repeated category then realises its share only roughly."""
+        return {c: self.largest[c] / n for c, n in sorted(self.tokens.items())
+                if n and self.largest[c] / n > max_share}
+
+
+def category_tokens(docs: DataFrame, mix: MixSpec) -> CategoryTokens:
     """One Spark aggregation over (document, n_tokens) rows: the tokens of each category
-    of `mix` (one epoch), and each category's document count per token-length bucket
-    (`{category: {bucket lower bound: documents}}`, for the report)."""
+    of `mix`, its documents per token-length bucket (for the report) and its largest
+    document."""
     rows = (docs.groupBy(category(mix).alias("category"), length_bucket(F.col("n_tokens")).alias("bucket"))
-            .agg(F.count(F.lit(1)).alias("docs"), F.sum("n_tokens").alias("tokens"))
+            .agg(F.count(F.lit(1)).alias("docs"), F.sum("n_tokens").alias("tokens"),
+                 F.max("n_tokens").alias("largest"))
             .collect())
-    tokens: dict[str, int] = {}
-    histogram: dict[str, dict[str, int]] = {}
+    result = CategoryTokens({}, {}, {})
     for r in sorted(rows, key=lambda r: (r["category"], r["bucket"])):
-        tokens[r["category"]] = tokens.get(r["category"], 0) + int(r["tokens"])
-        histogram.setdefault(r["category"], {})[str(r["bucket"])] = int(r["docs"])
-    return tokens, histogram
+        c = r["category"]
+        result.tokens[c] = result.tokens.get(c, 0) + int(r["tokens"])
+        result.histogram.setdefault(c, {})[str(r["bucket"])] = int(r["docs"])
+        result.largest[c] = max(result.largest.get(c, 0), int(r["largest"]))
+    return result
+
+
+def mix_warnings(mix: MixSpec, available: CategoryTokens, realised: dict[str, int],
+                 max_document_share: float) -> list[str]:
+    """What makes a mix's realised shares differ from the requested ones, in words."""
+    warnings = [f"mix {mix.name!r}: one {c} document holds {share:.1%} of all {c} tokens "
+                f"(over mix.max_document_share = {max_document_share:g}), so the realised shares "
+                "are rough; drop such documents or add more of that kind"
+                for c, share in available.lopsided(max_document_share).items()]
+    total = sum(realised.values())
+    for c, wanted in sorted(mix.shares.items()):
+        got = realised.get(c, 0) / total if total else 0.0
+        if abs(got - wanted) > 0.05:
+            warnings.append(f"mix {mix.name!r}: {c} is {got:.1%} of the tokens, {wanted:.1%} requested")
+    return warnings
+
+
+def check_categories(docs: DataFrame, mixes: list[MixSpec]) -> None:
+    """Fail before the long work when the corpus is empty or a mix wants a category of
+    which it has no documents, with a `[[mix.mixes]]` that would work."""
+    counts = {(r["kind"], r["python"]): int(r["n"]) for r in
+              docs.groupBy("kind", (F.col("lang") == "python").alias("python"))
+              .agg(F.count(F.lit(1)).alias("n")).collect()}
+    if not counts:
+        raise InputError("no documents are left after the document stages: every input was "
+                         "dropped (see each stage's dropped table and reasons), or the sources are "
+                         "empty; check `sources` and the filters")
+    have = {kind: sum(n for (k, _), n in counts.items() if k == kind) for kind in KINDS}
+    have["python"] = counts.get(("code", True), 0)
+    problems, fixes = [], []
+    for mix in mixes:
+        missing = sorted(c for c, share in mix.shares.items() if share > 0 and not have.get(c))
+        if not missing:
+            continue
+        problems.append(f"mix {mix.name!r} wants {', '.join(missing)}")
+        left = {c: s for c, s in mix.shares.items() if s > 0 and have.get(c)}
+        if left:
+            total = sum(left.values())
+            shares = ", ".join(f"{c} = {s / total:.3g}" for c, s in left.items())
+            fixes.append(f'[[mix.mixes]]\nname = "{mix.name}"\nshares = {{ {shares} }}')
+    if problems:
+        found = ", ".join(f"{c} {n:,}" for c, n in have.items() if n) or "none"
+        raise InputError(
+            f"{'; '.join(problems)}, but the corpus has no documents of that kind (documents: {found}). "
+            "Add sources with such documents, or change the mixes in the run config"
+            + (", e.g.:\n" + "\n".join(fixes) if fixes else ""))
 
 
 def plan_mix(mix: MixSpec, available: dict[str, int], max_epochs: float, total_tokens: int) -> MixPlan:

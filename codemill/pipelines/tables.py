@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from codemill.observe import step
 from codemill.schema import StageOutput
 from codemill.stats import StageStats
 from codemill.storage import name
@@ -84,19 +85,23 @@ def write_stage_output(spark: SparkSession, stage: str, out: StageOutput, upstre
     """Write a stage's kept and dropped tables, its extra tables and `stats.json`. Its
     input counts are the upstream stage's output counts (none upstream: the stage's
     input is what it kept plus what it dropped); the stats check that they add up."""
-    write_table(out.kept, work.join("docs"))
-    write_table(out.dropped, work.join("dropped"))
+    with step("write kept documents"):
+        write_table(out.kept, work.join("docs"))
+    with step("write dropped documents"):
+        write_table(out.dropped, work.join("dropped"))
     for table_name, table in out.tables.items():
-        table.write.parquet(work.join(table_name))
+        with step(f"write {table_name}"):
+            table.write.parquet(work.join(table_name))
     source = StageStats.from_json(upstream.read_text(STATS)) if upstream else None
-    stats = compute_stats(
-        stage,
-        source.docs_out if source else None,
-        source.bytes_out if source else None,
-        read_table(spark, work.join("docs")),
-        read_table(spark, work.join("dropped")),
-        time.monotonic() - started,
-    )
+    with step("count what was kept and dropped"):
+        stats = compute_stats(
+            stage,
+            source.docs_out if source else None,
+            source.bytes_out if source else None,
+            read_table(spark, work.join("docs")),
+            read_table(spark, work.join("dropped")),
+            time.monotonic() - started,
+        )
     stats.extra.update(out.extra)
     work.write_text(STATS, stats.to_json())
     return stats

@@ -21,8 +21,9 @@ the record exists. While it works, the run holds the lease on `out`
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
+from contextlib import nullcontext
 from functools import cached_property
 from typing import Any
 
@@ -30,11 +31,12 @@ import luigi
 from luigi.task import task_id_str
 
 from codemill.config import load_run_config
-from codemill.errors import explain
+from codemill.errors import diagnose
 from codemill.fingerprint import fingerprint
+from codemill.runlog import failure_log, jvm_log_file
 from codemill.stages import make_stage
 from codemill.stages.base import Stage, StageRef
-from codemill.storage import FileSystem, filesystem, is_local, join, scheme
+from codemill.storage import FileSystem, display, filesystem, is_local, join, scheme
 from codemill.storage.commit import attempt_name, clean_stale_attempts, commit, read_commit, resolve, verify
 from codemill.storage.folder import Folder
 from codemill.storage.lease import RUN_ID, hold
@@ -43,6 +45,8 @@ from codemill.storage.lease import RUN_ID, hold
 # Hadoop, for which a SparkSession is started even for stages that need none
 ARROW_SCHEMES = {"s3", "s3a", "gs", "gcs"}
 
+log = logging.getLogger("codemill")
+
 
 def out_filesystem(cfg: Any) -> FileSystem:
     """The file system of the run's `out`, starting Spark when only Hadoop reaches it."""
@@ -50,7 +54,7 @@ def out_filesystem(cfg: Any) -> FileSystem:
     if not is_local(out) and scheme(out) not in ARROW_SCHEMES:
         from codemill.spark import get_spark
 
-        return filesystem(out, get_spark(cfg.spark))
+        return filesystem(out, get_spark(cfg.spark, jvm_log_file(cfg)))
     return filesystem(out)
 
 
@@ -111,7 +115,18 @@ class RunStage(luigi.Task):
                                "delete that folder to have it recomputed")
         return Folder(resolve(fs, self.output_uri), fs)
 
+    @property
+    def label(self) -> str:
+        """The stage as people name it: `near_dedup`, `shards[python]`."""
+        return f"{self.stage}[{self.item}]" if self.item else str(self.stage)
+
+    def _report(self, message: str, percent: int | None) -> None:
+        self.set_status_message(message)
+        if percent is not None:
+            self.set_progress_percentage(percent)
+
     def run(self) -> None:
+        from codemill.observe import Progress, stage_jobs
         from codemill.pipelines.tables import write_stage_output
 
         fs = out_filesystem(self.cfg)
@@ -120,26 +135,39 @@ class RunStage(luigi.Task):
         if self.impl.uses_spark():
             from codemill.spark import get_spark
 
-            spark = get_spark(self.cfg.spark)
+            spark = get_spark(self.cfg.spark, jvm_log_file(self.cfg))
+            if spark.sparkContext.uiWebUrl:
+                self.set_tracking_url(spark.sparkContext.uiWebUrl)
         inputs = {name: task.committed() for name, task in self.requires().items()}
         attempt = attempt_name(RUN_ID)
         clean_stale_attempts(fs, self.output_uri, keep=attempt)
         work = Folder(join(self.output_uri, attempt), fs)
         fs.delete(work.uri)  # this run's own earlier try at this stage
         started = time.monotonic()
-        out = self.impl.run(spark, inputs, work)
-        stats = None
-        if out is not None:
-            stats = write_stage_output(spark, self.stage, out, inputs.get("docs"), work, started)
+        every = self.cfg.luigi.progress_seconds
+        with (stage_jobs(spark, self.task_id, self.label) if spark is not None else nullcontext(),
+              Progress(self.label, spark.sparkContext if spark is not None else None, self._report,
+                       console=every > 0, every=every or 10.0)):
+            out = self.impl.run(spark, inputs, work)
+            stats = None
+            if out is not None:
+                stats = write_stage_output(spark, self.stage, out, inputs.get("docs"), work, started)
         work.publish()
         commit(fs, self.output_uri, attempt, RUN_ID, stage=self.stage, item=self.item,
                fingerprint=self.fingerprint, docs_out=stats.docs_out if stats else None)
         if spark is not None:
             spark.catalog.clearCache()  # stages persist their one pass over the input
+        done = f"{self.label} done in {time.monotonic() - started:,.1f} s" + (
+            f": {stats.docs_in:,} documents in, {stats.docs_out:,} kept, {sum(stats.dropped.values()):,} dropped"
+            if stats else "")
+        self.set_status_message(done)
+        log.info(done)
 
     def on_failure(self, exception: BaseException) -> str:
-        message = f"{self.stage} failed: {explain(exception)}"
-        print(f"codemill: {message}", file=sys.stderr)
+        diagnosis = diagnose(exception, writing=display(self.output_uri))
+        message = diagnosis.line(self.label)
+        hint = f"\n  hint: {diagnosis.hint}" if diagnosis.hint else ""
+        log.error(f"{message}{hint}\n  full stack: {failure_log(self.cfg, self.label, exception)}")
         return message
 
 

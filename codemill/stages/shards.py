@@ -4,12 +4,15 @@ manifest that records all of it."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from codemill.mix.config import MixConfig
 from codemill.stages.base import Stage, StageRef, docs_path
 from codemill.stages.tokenizer import tokenizer_path
 from codemill.tokenize.config import FimConfig, PackConfig
+
+log = logging.getLogger("codemill")
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -34,7 +37,8 @@ class Shards(Stage):
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> None:
         from pyspark.sql import functions as F
 
-        from codemill.mix.plan import category_tokens, plan_mix, select_copies
+        from codemill.mix.plan import category_tokens, mix_warnings, plan_mix, select_copies
+        from codemill.observe import step
         from codemill.pipelines.tables import read_table
         from codemill.tokenize.jobs import write_shards
         from codemill.tokenize.shards import write_manifest
@@ -43,18 +47,23 @@ class Shards(Stage):
         c, spec = self.cfg, self.cfg.mix.spec(self.item)
         docs = read_table(spark, docs_path(inputs)).join(
             read_table(spark, inputs["counts"].join("counts")), "id")
-        available, length_histogram = category_tokens(docs, spec)
-        plan = plan_mix(spec, available, c.mix.max_epochs, c.mix.total_tokens)
+        with step("tokens per category"):
+            available = category_tokens(docs, spec)
+        plan = plan_mix(spec, available.tokens, c.mix.max_epochs, c.mix.total_tokens)
         selected = select_copies(docs, plan, spec, c.seed).persist()
-        realised = {r["category"]: r["n"] for r in
-                    selected.groupBy("category").agg(F.sum("n_tokens").alias("n")).collect()}
+        with step("realised shares"):
+            realised = {r["category"]: r["n"] for r in
+                        selected.groupBy("category").agg(F.sum("n_tokens").alias("n")).collect()}
         total = sum(realised.values())
+        warnings = mix_warnings(spec, available, realised, c.mix.max_document_share)
+        for warning in warnings:
+            log.warning(warning)
         tok = load_tokenizer(tokenizer_path(inputs))
         shards, stats = write_shards(spark, selected, tok, c.fim, c.pack, c.seed, c.mix.partitions,
                                      work)
         mix = {**plan.to_dict(), "realised_tokens": realised,
                "realised": {k: v / total for k, v in sorted(realised.items())},
-               "token_length_histogram": length_histogram}
+               "token_length_histogram": available.histogram, "warnings": warnings}
         write_manifest(work, tokenizer=tok, pack=c.pack, fim=c.fim, seed=c.seed,
                        shards=shards, stats=stats, mix=mix)
         selected.unpersist()

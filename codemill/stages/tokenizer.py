@@ -44,11 +44,15 @@ class Tokenizer(Stage):
             load_tokenizer(model)  # a clear error if it lacks the infilling tokens
             work.fs.upload(model, work.join(TOKENIZER_FILE))
             return
+        from codemill.mix.plan import check_categories
+        from codemill.observe import step
         from codemill.pipelines.tables import read_table
         from codemill.tokenize.jobs import sample_texts
 
-        texts = sample_texts(read_table(spark, docs_path(inputs)), cfg.train_sample_bytes,
-                             self.cfg.seed)
+        docs = read_table(spark, docs_path(inputs))
+        with step("check the mixes' categories"):
+            check_categories(docs, self.cfg.mix.mixes)  # before training, not after it
+        texts = sample_texts(docs, cfg.train_sample_bytes, self.cfg.seed)
         train_tokenizer(texts, work.local() / "tokenizer", config=cfg)
 
 

@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
+from codemill.observe import step
 from codemill.spark import ship_file
 from codemill.storage.folder import Folder
 from codemill.tokenize.config import FimConfig, PackConfig
@@ -37,7 +38,8 @@ def sample_texts(docs: DataFrame, max_bytes: int, seed: int) -> list[str]:
     total = docs.agg(F.sum("size_bytes")).first()[0] or 0
     fraction = min(1.0, max_bytes / total) if total else 1.0
     unit = F.xxhash64(F.lit(seed), F.col("id")).bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF)) / F.lit(2.0**63)
-    rows = docs.where(unit < fraction).orderBy("id").select("content").collect()
+    with step("sample documents for the tokenizer"):
+        rows = docs.where(unit < fraction).orderBy("id").select("content").collect()
     return [r["content"] for r in rows]
 
 
@@ -116,9 +118,11 @@ def write_shards(
     # packed in parallel and kept on the executors' disks, then streamed to the driver
     # one partition at a time, in order
     packed = rows.mapInArrow(pack_partition, CHUNK_DDL).persist(StorageLevel.DISK_ONLY)
-    packed.count()
+    with step("tokenize, FIM and pack"):
+        packed.count()
     try:
-        return _write_streamed(packed.toLocalIterator(prefetchPartitions=True), out)
+        with step("stream shards to the driver"):
+            return _write_streamed(packed.toLocalIterator(prefetchPartitions=True), out)
     finally:
         packed.unpersist()
 
@@ -136,7 +140,8 @@ def _write_streamed(chunks: Iterator[Any], out: Folder) -> tuple[list[ShardInfo]
             output.close()
             written[names[file]] = sha.hexdigest()
 
-    for r in tqdm(chunks, desc="writing shards", unit=" chunks", mininterval=2.0, leave=False):
+    for r in tqdm(chunks, desc="writing shards", unit=" chunks", mininterval=2.0, leave=False,
+                  disable=None):
         if r["shards"] is None:  # a chunk of a shard
             if r["file"] != file:
                 close()

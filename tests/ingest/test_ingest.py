@@ -47,6 +47,8 @@ def messy_tree(tmp_path_factory) -> Path:
     shutil.copy(STDLIB / "json" / "scanner.py", root / "sub" / "scanner.py")
     os.symlink("..", root / "sub" / "loop")
     os.mkfifo(root / "pipe.py")
+    # a file name in Latin-1, not UTF-8: listed, never fatal
+    Path(os.fsdecode(os.fsencode(root) + b"/caf\xe9.py")).write_text("x = 1\n")
     (root / "__pycache__").mkdir()
     (root / "__pycache__" / "x.pyc").write_bytes(b"\x00")
     return root
@@ -78,6 +80,7 @@ def test_directory_source_sorts_every_file(spark, messy_tree):
         "self.py": "symlink_loop",
         "sub/loop": "symlink_loop",
         "pipe.py": "not_regular_file",
+        "caf\\xe9.py": "undecodable_path",
     }
     assert all(row["stage"] == "ingest" and row["content"] is None for row in dropped.values())
 

@@ -7,7 +7,7 @@ import pytest
 from codemill.config import load_run_config as load_config
 from codemill.errors import ConfigError, InputError
 from codemill.mix.config import MixSpec
-from codemill.mix.plan import category_tokens, plan_mix, select_copies
+from codemill.mix.plan import CategoryTokens, category_tokens, check_categories, mix_warnings, plan_mix, select_copies
 from codemill.schema import DOC_SCHEMA
 
 BASE = MixSpec("base", {"code": 0.85, "nl_code": 0.08, "nl": 0.07})
@@ -70,8 +70,37 @@ def test_category_tokens_counts_tokens_and_buckets_lengths_by_powers_of_two(spar
             for lang, ns in lengths.items() for i, n in enumerate(ns)]
     docs = spark.createDataFrame(rows, "id string, kind string, lang string, n_tokens long")
     python_mix = MixSpec("python", {"python": 0.75, "code": 0.10, "nl_code": 0.10, "nl": 0.05})
-    tokens, histogram = category_tokens(docs, python_mix)
-    assert tokens == {"python": 16 + (1 << 29), "code": 2052, "nl": 4}
+    counted = category_tokens(docs, python_mix)
+    assert counted.tokens == {"python": 16 + (1 << 29), "code": 2052, "nl": 4}
     # exact powers of two open their bucket (2^29 included, where a float log2 can slip)
-    assert histogram == {"python": {"0": 1, "1": 1, "4": 1, "8": 1, str(1 << 29): 1},
-                         "code": {"2": 2, "512": 1, "1024": 1}, "nl": {"4": 1}}
+    assert counted.histogram == {"python": {"0": 1, "1": 1, "4": 1, "8": 1, str(1 << 29): 1},
+                                 "code": {"2": 2, "512": 1, "1024": 1}, "nl": {"4": 1}}
+    assert counted.largest == {"python": 1 << 29, "code": 1024, "nl": 4}
+    # one python document holds nearly all python tokens; nl is one document
+    assert counted.lopsided(0.4) == {"python": pytest.approx(1.0), "code": pytest.approx(1024 / 2052),
+                                     "nl": 1.0}
+
+
+def test_mix_warnings_name_a_lopsided_category_and_a_missed_share(spark):
+    mix = MixSpec("base", {"code": 0.85, "nl": 0.15})
+    available = CategoryTokens({"code": 1000, "nl": 200}, {}, {"code": 900, "nl": 10})
+    warnings = mix_warnings(mix, available, {"code": 198, "nl": 802}, max_document_share=0.05)
+    assert "one code document holds 90.0% of all code tokens" in warnings[0]
+    assert any("code is 19.8% of the tokens, 85.0% requested" in w for w in warnings)
+    assert mix_warnings(mix, CategoryTokens({"code": 1000}, {}, {"code": 10}), {"code": 85, "nl": 15},
+                        0.05) == []
+
+
+def test_check_categories_names_the_mix_and_gives_a_working_one(spark):
+    docs = spark.createDataFrame([("a", "code", "python"), ("b", "code", "c")], "id string, kind string, lang string")
+    mixes = [MixSpec("base", {"code": 0.85, "nl_code": 0.08, "nl": 0.07}),
+             MixSpec("python", {"python": 0.75, "code": 0.25})]
+    with pytest.raises(InputError) as err:
+        check_categories(docs, mixes)
+    message = str(err.value)
+    assert "mix 'base' wants nl, nl_code" in message and "documents: code 2, python 1" in message
+    assert '[[mix.mixes]]\nname = "base"\nshares = { code = 1 }' in message
+    check_categories(docs, mixes[1:])  # python and other code are both there
+    with pytest.raises(InputError, match="no documents are left"):
+        check_categories(docs.where("false"), mixes)
+
