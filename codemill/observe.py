@@ -27,10 +27,10 @@ log = logging.getLogger("codemill")
 
 
 def _active_context() -> Any:
-    from pyspark.sql import SparkSession
+    """The process's SparkContext, if one runs (the session is per thread; the context is not)."""
+    from pyspark import SparkContext
 
-    spark = SparkSession.getActiveSession()
-    return spark.sparkContext if spark is not None else None
+    return SparkContext._active_spark_context
 
 
 @contextmanager
