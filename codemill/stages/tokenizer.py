@@ -3,6 +3,7 @@ corpus, or the model the config names (checked for the infilling tokens)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from codemill.storage.folder import Folder
 
 TOKENIZER_FILE = "tokenizer.model"
+
+log = logging.getLogger("codemill")
 
 
 class Tokenizer(Stage):
@@ -53,6 +56,9 @@ class Tokenizer(Stage):
         with step("check the mixes' categories"):
             check_categories(docs, self.cfg.mix.mixes)  # before training, not after it
         texts = sample_texts(docs, cfg.train_sample_bytes, self.cfg.seed)
+        # sentencepiece reports nothing until it is done: say what it works on
+        log.info(f"training a {cfg.vocab_size:,}-token BPE tokenizer on {len(texts):,} documents "
+                 f"({sum(map(len, texts)) / 1e6:,.1f} M characters)")
         train_tokenizer(texts, work.local() / "tokenizer", config=cfg)
 
 
