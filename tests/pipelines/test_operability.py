@@ -53,6 +53,15 @@ def test_a_bad_master_url_fails_before_spark_starts(python_only, tmp_path):
         "(from --set spark.master=\"local[two]\")"]
 
 
+def test_a_zero_sequence_length_is_a_config_error(python_only, tmp_path):
+    config = write_config(tmp_path / "run.toml", python_only, tmp_path / "out")
+    result = codemill("run", str(config), "--set", "pack.seq_len=0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "codemill: config error: pack.seq_len: 0 is out of range: must be in [16, 1048576] "
+        "(from --set pack.seq_len=0)"]
+
+
 def test_an_unreachable_scheduler_is_named(python_only, tmp_path):
     config = write_config(tmp_path / "run.toml", python_only, tmp_path / "out")
     port = free_port()
