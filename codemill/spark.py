@@ -6,8 +6,11 @@ any Spark setting come from the run config.
 
 from __future__ import annotations
 
+import atexit
+import glob
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import zipfile
@@ -37,31 +40,88 @@ def require_java() -> None:
     )
 
 
-def _package_zip() -> str:
-    """Zip the codemill package so executors without it installed can import it."""
+def _package_zip(folder: Path) -> str:
+    """Zip the codemill package so executors without it installed can import it: once
+    per driver, into its shipped-file folder."""
+    from codemill.storage.local import atomic_path
+
     root = Path(__file__).resolve().parent
-    out = Path(tempfile.mkdtemp(prefix="codemill-pyfiles-")) / "codemill.zip"
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(root.rglob("*.py")):
-            zf.write(path, path.relative_to(root.parent).as_posix())
+    out = folder / "codemill.zip"
+    if not out.exists():
+        with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(root.rglob("*.py")):
+                zf.write(path, path.relative_to(root.parent).as_posix())
     return str(out)
 
 
 def ship_file(spark: SparkSession, path: str | os.PathLike) -> Path:
     """Send a file to every executor under a content-addressed name and return a local
-    copy with that name. Executors find it with `SparkFiles.get(copy.name)`; Spark
-    refuses a second file of the same name with other contents, which a fixed name
-    (tokenizer.model) would hit when one session serves several runs."""
+    copy with that name, in the driver's folder (`shipped_folder`). Executors find it
+    with `SparkFiles.get(copy.name)`; Spark refuses a second file of the same name with
+    other contents, which a fixed name (tokenizer.model) would hit when one session
+    serves several runs."""
     from codemill.storage.local import atomic_path, file_sha256
 
     source = Path(path)
-    copy = Path(tempfile.gettempdir()) / "codemill-shipped" / f"{file_sha256(source)[:16]}-{source.name}"
+    copy = shipped_folder(spark) / f"{file_sha256(source)[:16]}-{source.name}"
     if not copy.exists():
-        copy.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(copy) as tmp:
             shutil.copyfile(source, tmp)
     spark.sparkContext.addFile(str(copy))
     return copy
+
+
+def shipped_root() -> Path:
+    return Path(tempfile.gettempdir()) / "codemill-shipped"
+
+
+# driver JVM pid -> its folder of shipped copies, once this process has made or found it
+_SHIPPED: dict[int, Path] = {}
+
+
+def shipped_folder(spark: SparkSession) -> Path:
+    """The folder of the copies `ship_file` makes for this session's driver:
+    `<tmp>/codemill-shipped/<host>-<driver JVM pid>/`. The driver serves them to
+    executors as long as it runs, so the folder lives as long as the JVM: the Python
+    process that started the JVM (or that the JVM started, under spark-submit) removes
+    it at exit, and a folder whose JVM is gone (a killed run) is removed by the next
+    process that makes one. Two runs at once have two JVMs, hence two folders; Luigi
+    workers forked from a run share its JVM and its folder."""
+    jvm = spark.sparkContext._jvm.java.lang.ProcessHandle.current()
+    pid = int(jvm.pid())
+    folder = _SHIPPED.get(pid)
+    if folder is None:
+        folder = shipped_root() / f"{socket.gethostname()}-{pid}"
+        remove_orphaned_folders()
+        folder.mkdir(parents=True, exist_ok=True)
+        parent = jvm.parent()
+        if os.getppid() == pid or (parent.isPresent() and int(parent.get().pid()) == os.getpid()):
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _SHIPPED[pid] = folder
+    return folder
+
+
+def remove_orphaned_folders() -> list[Path]:
+    """Remove the shipped-file folders of this host whose driver JVM has exited."""
+    host = socket.gethostname()
+    root = shipped_root()
+    orphaned = []
+    for folder in sorted(root.glob(f"{glob.escape(host)}-*")):
+        pid = folder.name.removeprefix(f"{host}-")
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            orphaned.append(folder)
+    return orphaned
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def get_spark(cfg: SparkConfig) -> SparkSession:
@@ -83,5 +143,5 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     if cfg.ship_package:
-        spark.sparkContext.addPyFile(_package_zip())
+        spark.sparkContext.addPyFile(_package_zip(shipped_folder(spark)))
     return spark
