@@ -124,8 +124,19 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def get_spark(cfg: SparkConfig) -> SparkSession:
-    """Return the process's SparkSession, creating it from `cfg` if needed."""
+def _java_options(user: str, log_file: Path | None) -> str:
+    """The user's JVM options plus codemill's log4j2 configuration (a user's own
+    `-Dlog4j2.configurationFile` wins)."""
+    from codemill.runlog import jvm_log_properties
+
+    if "log4j2.configurationFile" in user:
+        return user
+    return f"{user} -Dlog4j2.configurationFile=file:{jvm_log_properties(log_file).as_posix()}".strip()
+
+
+def get_spark(cfg: SparkConfig, log_file: Path | None = None) -> SparkSession:
+    """Return the process's SparkSession, creating it from `cfg` if needed; a new JVM
+    logs everything to `log_file` and only first lines to the console."""
     require_java()
     # Executors must run the interpreter the driver runs (the project venv),
     # unless the config says otherwise (e.g. a packed venv shipped with --archives).
@@ -136,9 +147,13 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
         .appName(cfg.app_name)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.ui.showConsoleProgress", "true")
+        # Spark's progress bar redraws with carriage returns: junk in a log file
+        .config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
     )
-    for key, value in {**DEFAULT_SPARK_CONF, **cfg.conf}.items():
+    conf = {**DEFAULT_SPARK_CONF, **cfg.conf}
+    conf["spark.driver.extraJavaOptions"] = _java_options(conf.get("spark.driver.extraJavaOptions", ""),
+                                                          log_file)
+    for key, value in conf.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
