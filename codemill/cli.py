@@ -16,6 +16,7 @@ examples:
   codemill run my-run.toml             run a config
   codemill run my-run.toml --master spark://host:7077 --set ingest.max_file_bytes=2000000
   codemill config my-run.toml          print the config as codemill understands it
+  codemill clean my-run.toml --yes     remove outputs under out that the config no longer uses
   codemill shards inspect codemill-out/shards/base/<fingerprint>
   codemill train --config codemill/configs/train-tiny.toml --mix base --out runs/tiny
   codemill selfinstruct my-run.toml    generate a self-instruct set
@@ -98,6 +99,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clean(args: argparse.Namespace) -> int:
+    from codemill.pipelines.clean import clean, describe
+
+    print(describe(clean(args.configs, _overrides(args), remove=args.yes), removed=args.yes))
+    return 0
+
+
 def cmd_shards_inspect(args: argparse.Namespace) -> int:
     from codemill.storage import StorageError
     from codemill.tokenize.shards import ShardError, inspect_shards, verify_shards
@@ -175,6 +183,20 @@ def make_parser() -> argparse.ArgumentParser:
                           description="Print the config as codemill reads it, as JSON.")
     _add_run_args(show)
     show.set_defaults(func=cmd_config)
+
+    cl = sub.add_parser(
+        "clean", help="list (with --yes remove) outputs under out that no current config uses",
+        description="List the stage output folders under the configs' out that none of their "
+        "DAGs' tasks would use (older fingerprints) and attempt folders that are not the "
+        "committed one, with sizes and a total; --yes removes them. Holds the run lease on "
+        "out, so it refuses (exit 3) while a run writes there.")
+    cl.add_argument("configs", nargs="*", help="run configs (TOML) whose outputs to keep; "
+                    "default: the embedded demo")
+    _add_set(cl, "near_dedup.threshold=0.8")
+    cl.add_argument("--out", help="output root (config key `out`)")
+    cl.add_argument("--master", help="Spark master URL, for an out only Hadoop reaches")
+    cl.add_argument("--yes", action="store_true", help="remove them (default: only list them)")
+    cl.set_defaults(func=cmd_clean)
 
     shards = sub.add_parser("shards", help="look into training shards")
     shards_sub = shards.add_subparsers(dest="shards_command", metavar="COMMAND", required=True)

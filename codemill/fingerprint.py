@@ -17,3 +17,8 @@ def fingerprint(*parts: Any) -> str:
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def is_fingerprint(name: str) -> bool:
+    """Whether `name` looks like what `fingerprint` returns (an output folder's name)."""
+    return len(name) == 12 and all(c in "0123456789abcdef" for c in name)

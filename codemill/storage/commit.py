@@ -88,13 +88,18 @@ def verify(fs: FileSystem, output: str) -> list[str]:
     return problems
 
 
+def stale_attempts(fs: FileSystem, output: str, keep: str = "") -> list[str]:
+    """The attempts of `output` other than `keep` and the committed one."""
+    record = read_commit(fs, output)
+    committed = record["attempt"] if record else None
+    return [child for child in fs.children(output)
+            if child.startswith(ATTEMPT_PREFIX) and child not in (keep, committed)]
+
+
 def clean_stale_attempts(fs: FileSystem, output: str, keep: str) -> list[str]:
     """Remove the attempts of `output` other than `keep` and the committed one. Call it
     only while holding the output root's lease: then no other live run owns them."""
-    record = read_commit(fs, output)
-    committed = record["attempt"] if record else None
-    stale = [child for child in fs.children(output)
-             if child.startswith(ATTEMPT_PREFIX) and child not in (keep, committed)]
+    stale = stale_attempts(fs, output, keep)
     for child in stale:
         fs.delete(join(output, child))
     return stale
