@@ -19,6 +19,7 @@ BENCHMARKS = [
     "benchmarks.sandbox_throughput",
     "benchmarks.loader_throughput",
     "benchmarks.filters_throughput",
+    "benchmarks.kind_classifier_size",
 ]
 
 
