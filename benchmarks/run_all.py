@@ -14,6 +14,7 @@ from benchmarks.machine import cpu_model
 BENCHMARKS = [
     "benchmarks.cli_startup",
     "benchmarks.ingest_throughput",
+    "benchmarks.ingest_readers",
     "benchmarks.near_dedup",
     "benchmarks.tokenize_throughput",
     "benchmarks.sandbox_throughput",

@@ -58,3 +58,7 @@ class IngestConfig(Section):
     exclude: list[str] = setting(
         lambda: [".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules"])
     files_per_partition: int = setting(400, ge=1)
+    # Record files are read in tasks of about this many bytes: a plain JSONL file in
+    # ranges aligned to lines, Parquet by row groups; smaller when the input is small,
+    # so that every core gets a share.
+    split_bytes: int = setting(32 << 20, ge=1, le=1 << 34)

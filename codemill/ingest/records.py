@@ -13,11 +13,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from codemill.errors import InputError
 from codemill.ingest.languages import lang_of_path, normalise_lang
-from codemill.ingest.rows import decode, make_row, to_batch
+from codemill.ingest.rows import BATCH_ROWS, decode, make_row, to_batches
+from codemill.ingest.splits import Piece, is_compressed, range_lines
 from codemill.storage import display, name
 from codemill.storage.folder import Folder
 
@@ -70,58 +73,94 @@ def record_row(
         raise InputError(
             f"{where}: column {columns['content']!r} holds {type(content).__name__}, not text"
         )
-    size = len(content.encode("utf-8"))
-    if not content.strip():
+    utf8 = content.encode("utf-8")
+    size = len(utf8)
+    if not content or content.isspace():  # as `not content.strip()`, without copying it
         return make_row(**meta, content=None, raw_size=size, lang=lang, reason="empty",
                         detail=where)
     if lang is None:
         return make_row(**meta, content=None, raw_size=size, lang=None,
                         reason="unknown_language", detail=where)
-    return make_row(**meta, content=content, raw_size=size, lang=lang)
+    return make_row(**meta, content=content, raw_size=size, lang=lang, utf8=utf8)
 
 
-def _jsonl_lines(path: str, data: bytes | None) -> Iterator[bytes]:
+def _file_lines(path: str, data: bytes | None) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) of a whole file, decompressed if it is gzip."""
     with open(path, "rb") if data is None else io.BytesIO(data) as raw:
-        yield from gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+        yield from enumerate(gzip.GzipFile(fileobj=raw) if is_compressed(path) else raw, start=1)
 
 
-def read_jsonl(
-    path: str, columns: dict[str, str], source: str, invalid_utf8: str, malformed: str,
-    batch_rows: int = 2048, data: bytes | None = None,
-) -> Iterator[pa.RecordBatch]:
-    """A JSONL file -> rows: from the local file `path`, or from `data` read elsewhere
-    (then `path` only names it)."""
-    rows: list[dict[str, Any]] = []
+def _parse_object(text: str) -> dict[str, Any]:
+    """A JSON object from one line. orjson is much faster; what it refuses (NaN, huge
+    integers, lone surrogates, and real errors) goes to json, whose result or message
+    stands, so records and messages are what json alone gives."""
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        record = json.loads(text)
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def jsonl_rows(
+    lines: Iterator[tuple[int, bytes]], path: str, columns: dict[str, str], source: str,
+    invalid_utf8: str, malformed: str,
+) -> Iterator[dict[str, Any]]:
+    """Numbered JSONL lines of the file `path` -> rows; records are named `file:line`."""
     name = path.rstrip("/").rsplit("/", 1)[-1]
-    for lineno, raw in enumerate(_jsonl_lines(path, data), start=1):
+    for lineno, raw in lines:
         if not raw.strip():
             continue
         where = f"{path}:{lineno}"
         text, invalid = decode(raw, invalid_utf8)
         if text is None:
-            rows.append(make_row(source=source, path=f"{name}:{lineno}", content=None,
-                                 raw_size=len(raw), lang=None, invalid_utf8=True,
-                                 reason="invalid_utf8", detail=where))
+            yield make_row(source=source, path=f"{name}:{lineno}", content=None, raw_size=len(raw),
+                           lang=None, invalid_utf8=True, reason="invalid_utf8", detail=where)
             continue
         try:
-            record = json.loads(text)
-            if not isinstance(record, dict):
-                raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-            rows.append(record_row(record, columns, source, where, invalid, f"{name}:{lineno}"))
+            yield record_row(_parse_object(text), columns, source, where, invalid, f"{name}:{lineno}")
         except (ValueError, InputError) as exc:
             message = f"{where}: malformed JSONL record: {exc}"
             if malformed == "error":
                 raise InputError(
                     message + " (set ingest.malformed_jsonl = \"quarantine\" to set such lines aside)"
                 ) from None
-            rows.append(make_row(source=source, path=f"{name}:{lineno}", content=text,
-                                 raw_size=len(raw), lang=None, invalid_utf8=invalid,
-                                 reason="malformed_jsonl", detail=message))
-        if len(rows) >= batch_rows:
-            yield to_batch(rows)
-            rows = []
-    if rows:
-        yield to_batch(rows)
+            yield make_row(source=source, path=f"{name}:{lineno}", content=text, raw_size=len(raw),
+                           lang=None, invalid_utf8=invalid, reason="malformed_jsonl", detail=message)
+
+
+def read_jsonl(
+    path: str, columns: dict[str, str], source: str, invalid_utf8: str, malformed: str,
+    data: bytes | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """A JSONL file -> rows: from the local file `path`, or from `data` read elsewhere
+    (then `path` only names it)."""
+    yield from to_batches(jsonl_rows(_file_lines(path, data), path, columns, source, invalid_utf8, malformed))
+
+
+def read_jsonl_piece(
+    piece: Piece, columns: dict[str, str], source: str, invalid_utf8: str, malformed: str,
+) -> Iterator[pa.RecordBatch]:
+    """The lines of a planned piece of a local JSONL file (`codemill.ingest.splits`) -> rows,
+    named and numbered as if the whole file were read."""
+    lines = _file_lines(piece.path, None) if piece.start == 0 and piece.end is None else range_lines(piece)
+    yield from to_batches(jsonl_rows(lines, piece.path, columns, source, invalid_utf8, malformed))
+
+
+def record_columns(batch: pa.RecordBatch, columns: dict[str, str]) -> pa.RecordBatch:
+    """Only the columns records are read from: the rest need no conversion to Python."""
+    wanted = [c for c in dict.fromkeys(columns.values()) if c in batch.schema.names]
+    return batch.select(wanted)
+
+
+def _batch_rows(batch: pa.RecordBatch, first_row: int, where: str, default_name: str | None,
+                columns: dict[str, str], source: str) -> Iterator[dict[str, Any]]:
+    """Rows of one batch of records; record i is named `where:first_row+i`, and a record
+    without a path gets `default_name:first_row+i`."""
+    for i, record in enumerate(record_columns(batch, columns).to_pylist(), start=first_row):
+        yield record_row(record, columns, source, f"{where}:{i}",
+                         default_path=f"{default_name}:{i}" if default_name else None)
 
 
 def read_arrow_stream(
@@ -130,27 +169,50 @@ def read_arrow_stream(
     """A Hugging Face `datasets` cache file (Arrow IPC stream) -> rows; records are
     named `label:row` (a stable position inside one file). From the local file `path`,
     or from `data` read elsewhere."""
-    with pa.memory_map(path) if data is None else pa.BufferReader(data) as mm:
+
+    def rows(stream: pa.ipc.RecordBatchStreamReader) -> Iterator[dict[str, Any]]:
         offset = 0
-        for batch in pa.ipc.open_stream(mm):
-            rows = [
-                record_row(r, columns, source, f"{label}:{offset + i}",
-                           default_path=f"{label}:{offset + i}")
-                for i, r in enumerate(batch.to_pylist())
-            ]
+        for batch in stream:
+            yield from _batch_rows(batch, offset, label, label, columns, source)
             offset += batch.num_rows
-            if rows:
-                yield to_batch(rows)
+
+    with pa.memory_map(path) if data is None else pa.BufferReader(data) as mm:
+        yield from to_batches(rows(pa.ipc.open_stream(mm)))
+
+
+def read_parquet_groups(
+    path: str, groups: list[tuple[int, int]], columns: dict[str, str], source: str
+) -> Iterator[pa.RecordBatch]:
+    """Row groups (index, first row) of a local Parquet file -> rows, read with pyarrow;
+    records are named `file:row`, and one without a path gets `name:row`."""
+    file = pq.ParquetFile(path)
+    wanted = [c for c in dict.fromkeys(columns.values()) if c in file.schema_arrow.names]
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for group, first_row in groups:
+            offset = first_row
+            for batch in file.read_row_group(group, columns=wanted).to_batches(max_chunksize=BATCH_ROWS):
+                yield from _batch_rows(batch, offset, path, name, columns, source)
+                offset += batch.num_rows
+
+    yield from to_batches(rows())
 
 
 def parquet_to_rows(
     batches: Iterator[pa.RecordBatch], columns: dict[str, str], source: str
 ) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body for Parquet records; `_file` (input_file_name) names them in messages."""
-    for batch in batches:
-        rows = [record_row(r, columns, source, r["_file"]) for r in batch.to_pylist()]
-        if rows:
-            yield to_batch(rows)
+    """mapInArrow body for Parquet records read by Spark: `_file` and `_row` (the file and
+    the row's index in it) name them as `read_parquet_groups` does."""
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for batch in batches:
+            files, positions = batch.column("_file").to_pylist(), batch.column("_row").to_pylist()
+            for file, row, record in zip(files, positions, record_columns(batch, columns).to_pylist()):
+                name = file.rstrip("/").rsplit("/", 1)[-1]
+                yield record_row(record, columns, source, f"{file}:{row}", default_path=f"{name}:{row}")
+
+    yield from to_batches(rows())
 
 
 def list_jsonl_files(root: Folder) -> list[str]:

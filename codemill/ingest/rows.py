@@ -7,6 +7,7 @@ documents. The driver splits the result into the document and dropped tables.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -22,6 +23,10 @@ ROW_SCHEMA = StructType(
         StructField("detail", StringType(), True),
     ]
 )
+
+# Rows per Arrow batch sent to the JVM, and the content bytes that close a batch sooner.
+BATCH_ROWS = 2048
+BATCH_BYTES = 4 << 20
 
 ARROW_ROW_SCHEMA = pa.schema(
     [
@@ -56,9 +61,14 @@ def make_row(
     reason: str | None = None,
     detail: str | None = None,
     raw_sha256: str | None = None,
+    utf8: bytes | None = None,
 ) -> dict[str, Any]:
-    """One output row; a row with content is hashed on its UTF-8 text."""
-    sha = hashlib.sha256(content.encode("utf-8")).hexdigest() if content is not None else raw_sha256
+    """One output row; a row with content is hashed on its UTF-8 text (`utf8`, when the
+    caller has encoded it already)."""
+    if content is not None:
+        sha = hashlib.sha256(content.encode("utf-8") if utf8 is None else utf8).hexdigest()
+    else:
+        sha = raw_sha256
     id_key = f"{repo}/{path}" if repo else path
     return {
         "id": document_id(source, id_key, sha or ""),
@@ -81,3 +91,21 @@ def make_row(
 
 def to_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=ARROW_ROW_SCHEMA)
+
+
+def to_batches(rows: Iterable[dict[str, Any]], max_rows: int = BATCH_ROWS,
+               max_bytes: int = BATCH_BYTES) -> Iterator[pa.RecordBatch]:
+    """Rows grouped into Arrow batches of at most `max_rows` rows or about `max_bytes`
+    bytes of content, whichever comes first: a batch of large documents stays small
+    in the Python worker and in the JVM that receives it."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        batch.append(row)
+        if row["content"] is not None:
+            size += row["size_bytes"]
+        if len(batch) >= max_rows or size >= max_bytes:
+            yield to_batch(batch)
+            batch, size = [], 0
+    if batch:
+        yield to_batch(batch)

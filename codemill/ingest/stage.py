@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Iterator
 from functools import partial
+from itertools import groupby
 from typing import Any
 
+import pyarrow.parquet as pq
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,8 +24,19 @@ from codemill.ingest.records import (
     parquet_to_rows,
     read_arrow_stream,
     read_jsonl,
+    read_jsonl_piece,
+    read_parquet_groups,
 )
 from codemill.ingest.rows import ROW_SCHEMA, to_batch
+from codemill.ingest.splits import (
+    Piece,
+    count_newlines,
+    pack,
+    parquet_row_groups,
+    plan_jsonl,
+    split_size,
+    with_line_offsets,
+)
 from codemill.ingest.walk import FileEntry, walk_source
 from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
 from codemill.storage import is_local, local_path
@@ -82,29 +97,55 @@ def _remote_directory_rows(spark: SparkSession, entries: list[FileEntry], rows: 
     return judged_rows.unionByName(read_rows) if read_rows is not None else judged_rows
 
 
-def _one_task_per_item(spark: SparkSession, items: list[tuple], schema: str) -> DataFrame:
-    rdd = spark.sparkContext.parallelize(items, max(1, len(items)))
-    return spark.createDataFrame(rdd, schema)
+def _task_per_item(spark: SparkSession, items: list[Any], read_item: Callable[[Any], Iterator[Any]]) -> DataFrame:
+    """One Spark task per item, reading it into rows. The items travel with the task's
+    function: no Python job first turns them into rows (a second Python worker per task)."""
+
+    def read(batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            for index in batch.column("id").to_pylist():
+                yield from read_item(items[index])
+
+    return spark.range(0, len(items), 1, max(1, len(items))).mapInArrow(read, ROW_SCHEMA)
+
+
+def _split_size(spark: SparkSession, total_bytes: int, cfg: IngestConfig) -> int:
+    return split_size(total_bytes, cfg.split_bytes, spark.sparkContext.defaultParallelism)
+
+
+def _line_offsets(spark: SparkSession, tasks: list[list[Piece]]) -> list[list[Piece]]:
+    """Tasks whose ranges know the newlines before them: a first pass counts the
+    newlines of every range but a file's last, in parallel, one task per read task."""
+    if not any(p.end is not None for task in tasks for p in task):
+        return tasks
+
+    def count(task: list[Piece]) -> list[tuple[tuple[str, int], int]]:
+        return [((p.path, p.start), count_newlines(p.path, p.start, p.end)) for p in task if p.end is not None]
+
+    counted = [t for t in tasks if any(p.end is not None for p in t)]
+    counts = dict(spark.sparkContext.parallelize(counted, len(counted)).flatMap(count).collect())
+    offsets = iter(with_line_offsets([p for task in tasks for p in task], counts))
+    return [[next(offsets) for _ in task] for task in tasks]
 
 
 def _jsonl_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str],
                 cfg: IngestConfig) -> DataFrame:
     files = list_jsonl_files(Folder(src.uri()))
+    policy, malformed = cfg.invalid_utf8, cfg.malformed_jsonl
 
     def read_remote(uri: str, data: bytes) -> Any:
-        return read_jsonl(uri, columns, src.name, cfg.invalid_utf8, cfg.malformed_jsonl, data=data)
+        return read_jsonl(uri, columns, src.name, policy, malformed, data=data)
 
     if not is_local(src.uri()):
         return remote.read_contents(spark, files, read_remote, ROW_SCHEMA)
 
-    def read(batches: Any) -> Any:
-        for batch in batches:
-            for path in batch.column("file").to_pylist():
-                yield from read_jsonl(path, columns, src.name, cfg.invalid_utf8,
-                                      cfg.malformed_jsonl)
+    def read(task: list[Piece]) -> Any:
+        for piece in task:
+            yield from read_jsonl_piece(piece, columns, src.name, policy, malformed)
 
-    local = [(str(local_path(uri)),) for uri in files]
-    return _one_task_per_item(spark, local, "file string").mapInArrow(read, ROW_SCHEMA)
+    sized = [(str(local_path(uri)), os.stat(local_path(uri)).st_size) for uri in files]
+    tasks = plan_jsonl(sized, _split_size(spark, sum(size for _, size in sized), cfg))
+    return _task_per_item(spark, _line_offsets(spark, tasks), read)
 
 
 def _hf_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) -> DataFrame:
@@ -117,28 +158,58 @@ def _hf_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) ->
 
         return remote.read_contents(spark, sorted(labels), read_remote, ROW_SCHEMA)
 
-    def read(batches: Any) -> Any:
-        for batch in batches:
-            for path, label in zip(batch.column("file").to_pylist(),
-                                   batch.column("label").to_pylist()):
-                yield from read_arrow_stream(path, label, columns, src.name)
+    def read(file: tuple[str, str]) -> Any:
+        return read_arrow_stream(*file, columns, src.name)
 
-    local = [(str(local_path(uri)), label) for uri, label in files]
-    return _one_task_per_item(spark, local, "file string, label string").mapInArrow(read, ROW_SCHEMA)
+    return _task_per_item(spark, [(str(local_path(uri)), label) for uri, label in files], read)
 
 
-def _parquet_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) -> DataFrame:
+def _no_content_column(path: str, content: str, names: list[str]) -> InputError:
+    return InputError(
+        f"{path}: no column {content!r} to read content from "
+        f"(columns: {', '.join(names)}); map it with [sources.columns] content = \"...\""
+    )
+
+
+def _parquet_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str],
+                  cfg: IngestConfig) -> DataFrame:
+    """Local Parquet is read with pyarrow on executors, a task per row group (or per
+    run of row groups up to the split size); elsewhere, by Spark's reader."""
+    if not is_local(src.uri()):
+        return _remote_parquet_rows(spark, src, columns)
+    root = Folder(src.uri())
+    files = [str(local_path(f.uri)) for f in root.fs.list_files(root.uri) if not _hidden(f.uri, root.uri)]
+    groups = []
+    for path in files:
+        file = pq.ParquetFile(path)
+        if columns["content"] not in file.schema_arrow.names:
+            raise _no_content_column(path, columns["content"], file.schema_arrow.names)
+        groups += [((path, index, first_row), size) for index, first_row, size in parquet_row_groups(file.metadata)]
+    tasks = pack(groups, _split_size(spark, sum(size for _, size in groups), cfg))
+
+    def read(task: list[tuple[str, int, int]]) -> Any:
+        for path, runs in groupby(task, key=lambda group: group[0]):
+            yield from read_parquet_groups(path, [(index, first_row) for _, index, first_row in runs],
+                                           columns, src.name)
+
+    return _task_per_item(spark, tasks, read)
+
+
+def _hidden(uri: str, root: str) -> bool:
+    """Names Spark's file sources skip: `_SUCCESS`, `.crc` files, `_temporary/`."""
+    rel = uri[len(root.rstrip("/")) + 1:] if uri != root else uri.rsplit("/", 1)[-1]
+    return any(part.startswith(("_", ".")) for part in rel.split("/"))
+
+
+def _remote_parquet_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) -> DataFrame:
     path = src.uri()
     table = spark.read.parquet(path)
     if columns["content"] not in table.columns:
-        raise InputError(
-            f"{path}: no column {columns['content']!r} to read content from "
-            f"(columns: {', '.join(table.columns)}); map it with [sources.columns] content = \"...\""
-        )
+        raise _no_content_column(path, columns["content"], table.columns)
     present = [c for c in set(columns.values()) if c in table.columns]
-    selected = table.select(*present, F.input_file_name().alias("_file"))
-    return selected.mapInArrow(partial(parquet_to_rows, columns=columns, source=src.name),
-                               ROW_SCHEMA)
+    selected = table.select(*present, F.col("_metadata.file_path").alias("_file"),
+                            F.col("_metadata.row_index").alias("_row"))
+    return selected.mapInArrow(partial(parquet_to_rows, columns=columns, source=src.name), ROW_SCHEMA)
 
 
 def ingest(
@@ -165,7 +236,7 @@ def ingest(
         elif src.type == "hf_disk":
             parts.append(_hf_rows(spark, src, columns))
         else:
-            parts.append(_parquet_rows(spark, src, columns))
+            parts.append(_parquet_rows(spark, src, columns, cfg))
     rows = parts[0]
     for part in parts[1:]:
         rows = rows.unionByName(part)

@@ -1,0 +1,232 @@
+"""Ingest's record readers against pyarrow's own readers, and the fixed cost of a tiny run.
+
+(a) a JSONL file of real code records (this interpreter's stdlib, repeated under other
+paths) read by the ingest stage on local[2], against `pyarrow.json.read_json` on 2
+threads; (b) the same records as a Parquet dataset (several files and row groups)
+against `pyarrow.parquet.read_table`, with Spark's own Parquet reader beside codemill's;
+(c) a whole `codemill run` on a few small JSONL files: wall seconds and where they go.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from codemill.config.run import SparkConfig
+from codemill.ingest.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
+from codemill.ingest.languages import lang_of_path
+
+OUT = Path("bench-out/ingest-readers")
+CORES = 2
+JSONL_BYTES = 210_000_000
+PARQUET_FILES = 4
+ROW_GROUP_ROWS = 2_000
+SPARK = SparkConfig(master=f"local[{CORES}]", conf={"spark.sql.shuffle.partitions": "4",
+                                                     "spark.driver.memory": "2g"})
+RUNS = 2
+
+
+def code_records(limit_bytes: int) -> Iterator[dict]:
+    """Real source files of the stdlib as The Stack's records, repeated under new paths
+    and repositories until their content reaches `limit_bytes`."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.rglob("*") if p.is_file() and "site-packages" not in p.parts
+                   and "__pycache__" not in p.parts and lang_of_path(p.name))
+    texts = []
+    for path in files:
+        try:
+            texts.append((str(path.relative_to(root)), path.read_text()))
+        except (UnicodeDecodeError, OSError):
+            continue
+    total, copy = 0, 0
+    while total < limit_bytes:
+        for rel, text in texts:
+            yield {"content": text, "path": f"copy{copy}/{rel}", "lang": None, "repo_name": f"cpython-{copy}",
+                   "license": ["PSF-2.0"], "stars": copy}
+            total += len(text)
+            if total >= limit_bytes:
+                return
+        copy += 1
+
+
+def prose_records(n: int) -> list[dict]:
+    """Markdown and plain-text files of the installed packages: the mixes want natural
+    language and natural language about code besides code."""
+    root = Path(sysconfig.get_paths()["purelib"])
+    files = sorted(root.rglob("*.md"))[:n // 2] + sorted(root.rglob("*.txt"))[:n - n // 2]
+    return [{"content": p.read_text(errors="replace"), "path": str(p.relative_to(root)), "repo_name": "site"}
+            for p in files]
+
+
+def write_inputs(jsonl: Path, parquet: Path) -> int:
+    """The JSONL file and the Parquet dataset of the same records; the records' count."""
+    records = list(code_records(JSONL_BYTES))
+    with open(jsonl, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    parquet.mkdir(parents=True, exist_ok=True)
+    per_file = -(-len(records) // PARQUET_FILES)
+    for i in range(PARQUET_FILES):
+        table = pa.Table.from_pylist(records[i * per_file:(i + 1) * per_file])
+        pq.write_table(table, parquet / f"part-{i:05d}.parquet", row_group_size=ROW_GROUP_ROWS)
+    return len(records)
+
+
+def best_seconds(run: Callable[[], object]) -> float:
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def stage_seconds(spark, src: SourceConfig) -> float:
+    """The ingest stage's Spark part: its output built, persisted and counted."""
+    from codemill.ingest.stage import ingest
+
+    def run() -> None:
+        out = ingest(spark, [src], IngestConfig())
+        out.kept.count()
+        out.dropped.count()
+        spark.catalog.clearCache()
+
+    return best_seconds(run)
+
+
+def reader_seconds(rows_of: Callable[[], object]) -> float:
+    """A reader's rows, each converted in the JVM, written nowhere."""
+    return best_seconds(lambda: rows_of().write.format("noop").mode("overwrite").save())
+
+
+def readers_section(records: int, jsonl: Path, parquet: Path) -> list[str]:
+    from codemill.ingest.stage import _parquet_rows, _remote_parquet_rows
+    from codemill.spark import get_spark
+
+    spark = get_spark(SPARK)
+    warm = OUT / "warm.jsonl"
+    warm.write_text(json.dumps({"content": "x = 1\n", "path": "w.py"}) + "\n")
+    stage_seconds(spark, SourceConfig(name="warm", type="jsonl", path=str(warm)))  # workers import codemill
+
+    pa.set_cpu_count(CORES)
+    block = pj.ReadOptions(use_threads=True, block_size=32 << 20)
+    size_jsonl = jsonl.stat().st_size
+    size_parquet = sum(p.stat().st_size for p in parquet.iterdir())
+    jsonl_src = SourceConfig(name="bench", type="jsonl", path=str(jsonl))
+    parquet_src = SourceConfig(name="bench", type="parquet", path=str(parquet))
+    figures = [
+        ("(a) JSONL", "pyarrow.json.read_json", size_jsonl, best_seconds(lambda: pj.read_json(jsonl, block))),
+        ("(a) JSONL", "codemill ingest stage", size_jsonl, stage_seconds(spark, jsonl_src)),
+        ("(b) Parquet", "pyarrow.parquet.read_table", size_parquet,
+         best_seconds(lambda: pq.read_table(parquet, use_threads=True))),
+        ("(b) Parquet", "codemill ingest stage", size_parquet, stage_seconds(spark, parquet_src)),
+        ("(b) Parquet", "codemill reader alone (pyarrow by row group)", size_parquet,
+         reader_seconds(lambda: _parquet_rows(spark, parquet_src, dict(DEFAULT_COLUMNS), IngestConfig()))),
+        ("(b) Parquet", "Spark's Parquet reader + mapInArrow alone", size_parquet,
+         reader_seconds(lambda: _remote_parquet_rows(spark, parquet_src, dict(DEFAULT_COLUMNS)))),
+    ]
+    spark.stop()
+    lines = [
+        f"## Record readers vs pyarrow ({records:,} stdlib records, {CORES} cores)",
+        "",
+        "| input | reader | MB on disk | seconds | MB/s | vs pyarrow |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    base = {}
+    for kind, reader, size, seconds in figures:
+        base.setdefault(kind, seconds)
+        lines.append(f"| {kind} | {reader} | {size / 1e6:,.0f} | {seconds:.2f} | {size / seconds / 1e6:,.0f} | "
+                     f"{base[kind] / seconds:.0%} |")
+    lines += [
+        "",
+        f"pyarrow on {CORES} threads; codemill on local[{CORES}] after a warm-up run (Python workers started). "
+        "The stage figure is `ingest()` with its kept and dropped tables counted: every record parsed, "
+        "hashed, given its id and language, sent to the JVM and persisted. Best of "
+        f"{RUNS}. Target: the stage at >= 50% of pyarrow's throughput.",
+    ]
+    return lines
+
+
+def tiny_run_section() -> list[str]:
+    """A whole `codemill run` on three small JSONL files, and where its time goes."""
+    tiny = OUT / "tiny"
+    subprocess.run(["rm", "-rf", str(tiny)], check=True)
+    (tiny / "src").mkdir(parents=True)
+    records = list(code_records(2_000_000))[:270] + prose_records(30)
+    for i in range(3):
+        with open(tiny / "src" / f"part-{i}.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records[i::3])
+    config = tiny / "run.toml"
+    config.write_text(f"""out = "{tiny / 'out'}"
+[[sources]]
+name = "tiny"
+type = "jsonl"
+path = "{tiny / 'src'}"
+[spark]
+master = "local[{CORES}]"
+conf = {{ "spark.sql.shuffle.partitions" = "4", "spark.driver.memory" = "2g" }}
+[tokenizer]
+vocab_size = 2000
+[pack]
+seq_len = 512
+[mix]
+partitions = 2
+""")
+    jvm = _seconds_of([sys.executable, "-c", "from codemill.spark import get_spark; from benchmarks.ingest_readers "
+                       "import SPARK; get_spark(SPARK)"])
+    imports = _seconds_of([sys.executable, "-c", "import codemill.cli"])
+    started = time.time()
+    subprocess.run([sys.executable, "-m", "codemill.cli", "run", str(config)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.time() - started
+    commits = sorted((p.stat().st_mtime, p.parent.relative_to(tiny / "out").parts[:-1])
+                     for p in (tiny / "out").rglob("_COMMIT.json"))
+    lines = [
+        f"## Fixed cost of a tiny run (300 records in 3 JSONL files, local[{CORES}])",
+        "",
+        f"Whole `codemill run`: {wall:.1f} s (target <= 20 s). Each stage's share is the time from the "
+        "previous commit to its own (the first from the process start):",
+        "",
+        "| step | seconds |",
+        "|---|---:|",
+    ]
+    before = started
+    for mtime, stage in commits:
+        lines.append(f"| {'/'.join(stage)} | {mtime - before:.1f} |")
+        before = mtime
+    lines += [f"| after the last commit (summary, exit) | {started + wall - before:.1f} |", "",
+              f"For scale, in fresh processes: starting the SparkSession (JVM) {jvm:.1f} s; "
+              f"importing codemill's CLI {imports:.1f} s."]
+    return lines
+
+
+def _seconds_of(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> str:
+    OUT.mkdir(parents=True, exist_ok=True)
+    jsonl, parquet = OUT / "records.jsonl", OUT / "parquet"
+    subprocess.run(["rm", "-rf", str(parquet)], check=True)
+    records = write_inputs(jsonl, parquet)
+    load = os.getloadavg()[0]
+    lines = readers_section(records, jsonl, parquet)
+    print("\n".join(lines), file=sys.stderr, flush=True)  # kept if the tiny run fails
+    lines += [""] + tiny_run_section()
+    lines += ["", f"Load average {load:.1f} before the runs, {os.getloadavg()[0]:.1f} after (shared cores)."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(main())

@@ -1,0 +1,135 @@
+"""Planning the read of local record files: byte ranges aligned to lines, packed into tasks.
+
+A plain JSONL file larger than the split size is cut into byte ranges, so one big
+file keeps every core busy. A range owns the lines that *begin* inside it (Hadoop's
+line-split rule): its reader skips the partial line it starts in and reads on past
+its end to finish its last line, so every line is read exactly once. Line numbers
+stay true: a range is told how many newlines lie before it, counted by a first pass
+(`count_newlines`, run on executors). Compressed files cannot be cut; each is one
+piece. Pieces are packed into tasks of about one split each, so many small files
+do not become many tiny tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pyarrow.parquet as pq
+
+T = TypeVar("T")
+
+# Below this, a task's fixed cost outweighs what splitting gains.
+MIN_SPLIT_BYTES = 1 << 20
+_COUNT_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of one file for one task: the lines beginning in [start, end)."""
+
+    path: str
+    start: int = 0
+    end: int | None = None  # None: to the end of the file
+    newlines_before: int = 0  # b"\n" bytes in [0, start)
+
+
+def is_compressed(path: str) -> bool:
+    return path.endswith(".gz")
+
+
+def split_size(total_bytes: int, split_bytes: int, cores: int) -> int:
+    """At most `split_bytes`, and small enough that every core gets a share (as Spark
+    sizes its file splits), but not below MIN_SPLIT_BYTES unless `split_bytes` is."""
+    per_core = math.ceil(total_bytes / max(1, cores))
+    return max(1, min(split_bytes, max(MIN_SPLIT_BYTES, per_core)))
+
+
+def file_pieces(path: str, size: int, split: int) -> list[Piece]:
+    """One piece for a small or compressed file; ranges of `split` bytes otherwise
+    (the last one open-ended). `newlines_before` is filled in later."""
+    if is_compressed(path) or size <= split:
+        return [Piece(path)]
+    starts = range(0, size, split)
+    return [Piece(path, start, start + split if start + split < size else None) for start in starts]
+
+
+def pack(sized: list[tuple[T, int]], split: int) -> list[list[T]]:
+    """Consecutive (item, bytes) pairs grouped into tasks of about `split` bytes each."""
+    tasks: list[list[T]] = []
+    current: list[T] = []
+    current_bytes = 0
+    for item, size in sized:
+        if current and current_bytes + size > split:
+            tasks.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += size
+    if current:
+        tasks.append(current)
+    return tasks
+
+
+def plan_jsonl(files: list[tuple[str, int]], split: int) -> list[list[Piece]]:
+    """(path, size) of local JSONL files -> tasks of pieces (`newlines_before` still 0)."""
+    sizes = dict(files)
+    pieces = [piece for path, size in files for piece in file_pieces(path, size, split)]
+    return pack([(p, (sizes[p.path] if p.end is None else p.end) - p.start) for p in pieces], split)
+
+
+def parquet_row_groups(meta: pq.FileMetaData) -> list[tuple[int, int, int]]:
+    """(index, first row, uncompressed bytes) of each row group of a Parquet file."""
+    groups, first = [], 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        groups.append((i, first, group.total_byte_size))
+        first += group.num_rows
+    return groups
+
+
+def count_newlines(path: str, start: int, end: int) -> int:
+    """Newline bytes in [start, end) of a file, read in large chunks."""
+    count = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = end - start
+        while left > 0:
+            chunk = f.read(min(_COUNT_CHUNK, left))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            left -= len(chunk)
+    return count
+
+
+def with_line_offsets(pieces: list[Piece], counts: dict[tuple[str, int], int]) -> list[Piece]:
+    """Pieces with `newlines_before` set from the newline count of every range
+    before them in their file (`counts` maps (path, start) to its range's count)."""
+    out, seen = [], {}
+    for piece in pieces:
+        before = seen.get(piece.path, 0)
+        out.append(Piece(piece.path, piece.start, piece.end, before))
+        if piece.end is not None:
+            seen[piece.path] = before + counts[(piece.path, piece.start)]
+    return out
+
+
+def range_lines(piece: Piece) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) for every line that begins in the piece's range."""
+    with open(piece.path, "rb") as f:
+        lineno = piece.newlines_before + 1
+        pos = piece.start
+        if piece.start > 0:
+            f.seek(piece.start - 1)
+            partial = f.readline()  # the end of the line before; b"\n" if a line begins at start
+            pos += len(partial) - 1
+            lineno += partial != b"\n"
+        while piece.end is None or pos < piece.end:
+            line = f.readline()
+            if not line:
+                break
+            yield lineno, line
+            pos += len(line)
+            lineno += 1
