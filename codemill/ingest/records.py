@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,9 +86,30 @@ def record_row(
 
 
 def _file_lines(path: str, data: bytes | None) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw line) of a whole file, decompressed if it is gzip."""
+    """(line number, raw line) of a whole file, decompressed if it is gzip; a damaged
+    gzip file is an InputError naming it and the last line read."""
     with open(path, "rb") if data is None else io.BytesIO(data) as raw:
-        yield from enumerate(gzip.GzipFile(fileobj=raw) if is_compressed(path) else raw, start=1)
+        if not is_compressed(path):
+            yield from enumerate(raw, start=1)
+            return
+        lineno = 0
+        try:
+            for lineno, line in enumerate(gzip.GzipFile(fileobj=raw), start=1):
+                yield lineno, line
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise InputError(f"{path}: truncated or damaged gzip file after line {lineno} ({exc}); "
+                             "replace the file or remove it from the source") from None
+
+
+def first_record_fields(path: str) -> list[str]:
+    """The fields of the first record of a local JSONL file (for messages)."""
+    for _, raw in _file_lines(path, None):
+        if raw.strip():
+            try:
+                return sorted(_parse_object(raw.decode("utf-8", "replace")))
+            except ValueError:
+                return []
+    return []
 
 
 def _parse_object(text: str) -> dict[str, Any]:

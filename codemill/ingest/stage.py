@@ -19,6 +19,7 @@ from codemill.ingest import remote
 from codemill.ingest.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
 from codemill.ingest.files import file_row, read_files
 from codemill.ingest.records import (
+    first_record_fields,
     list_hf_arrow_files,
     list_jsonl_files,
     parquet_to_rows,
@@ -38,6 +39,7 @@ from codemill.ingest.splits import (
     with_line_offsets,
 )
 from codemill.ingest.walk import FileEntry, walk_source
+from codemill.observe import step
 from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
 from codemill.storage import is_local, local_path
 from codemill.storage.folder import Folder
@@ -212,6 +214,33 @@ def _remote_parquet_rows(spark: SparkSession, src: SourceConfig, columns: dict[s
     return selected.mapInArrow(partial(parquet_to_rows, columns=columns, source=src.name), ROW_SCHEMA)
 
 
+def check_sources(rows: DataFrame, sources: list[SourceConfig]) -> None:
+    """Fail at ingest, not stages later, on a source that yields nothing or whose records
+    all lack content (a column mapping that does not match its records)."""
+    counts = {r["source"]: (r["n"], r["missing"]) for r in rows.groupBy("source").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum((F.col("reason") == "missing_content").cast("long")).alias("missing")).collect()}
+    for src in sources:
+        n, missing = counts.get(src.name, (0, 0))
+        if n == 0:
+            raise InputError(f"source {src.name!r}: {src.path} holds no "
+                             f"{'files' if src.type == 'dir' else 'records'}; check its path")
+        if missing == n:
+            content = {**DEFAULT_COLUMNS, **src.columns}["content"]
+            fields = _record_fields(src)
+            raise InputError(
+                f"source {src.name!r}: none of its {n:,} records has a {content!r} field"
+                + (f" (its first record has {', '.join(fields)})" if fields else "")
+                + "; name the field that holds the text with [sources.columns] content = \"<field>\"")
+
+
+def _record_fields(src: SourceConfig) -> list[str]:
+    if src.type != "jsonl" or not is_local(src.uri()):
+        return []
+    files = list_jsonl_files(Folder(src.uri()))
+    return first_record_fields(str(local_path(files[0]))) if files else []
+
+
 def ingest(
     spark: SparkSession,
     sources: list[SourceConfig],
@@ -242,6 +271,8 @@ def ingest(
         rows = rows.unionByName(part)
     # Both outputs derive from one pass over the inputs.
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    with step("read every source"):
+        check_sources(rows, sources)
     kept = rows.where(F.col("reason").isNull()).select(*DOC_COLUMNS)
     dropped = dropped_rows(rows.where(F.col("reason").isNotNull()), STAGE, F.col("reason"),
                            detail=F.col("detail"))

@@ -220,3 +220,38 @@ def test_remote_sources_read_like_local_ones(spark, tmp_path):
     assert {"pkg/_private.py", ".hidden.py", "odd [name]{1}.py", "pkg/_metadata.py"} <= set(remote_kept)
     assert remote_dropped["pkg/__init__.py"]["reason"] == "empty"
     assert remote_dropped["a.jsonl:2"]["detail"].startswith(f"{remote}/jsonl/a.jsonl:2: malformed JSONL")
+
+
+def test_a_truncated_gzip_file_is_named_with_its_last_good_line(spark, tmp_path):
+    data = gzip.compress("".join(json.dumps(r) + "\n" for r in _stack_records(4) * 50).encode())
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    src = SourceConfig(name="cut", type="jsonl", path=str(tmp_path))
+    with pytest.raises(PythonException) as info:
+        run(spark, [src])
+    message = explain(info.value)
+    assert message.startswith(f"{tmp_path / 'cut.jsonl.gz'}: truncated or damaged gzip file after line ")
+    assert "Traceback" not in message
+
+
+def test_records_without_the_content_field_name_the_mapping(spark, tmp_path):
+    records = [{"text": r["content"], "path": r["path"]} for r in _stack_records(3)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    src = SourceConfig(name="texts", type="jsonl", path=str(tmp_path))
+    with pytest.raises(InputError) as info:
+        run(spark, [src])
+    assert str(info.value) == (
+        "source 'texts': none of its 3 records has a 'content' field (its first record has path, "
+        'text); name the field that holds the text with [sources.columns] content = "<field>"')
+    mapped = SourceConfig(name="texts", type="jsonl", path=str(tmp_path), columns={"content": "text"})
+    kept, _ = run(spark, [mapped])
+    assert len(kept) == 3
+
+
+def test_an_empty_source_is_named(spark, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "code").mkdir()
+    shutil.copy(STDLIB / "json" / "decoder.py", tmp_path / "code" / "decoder.py")
+    sources = [SourceConfig(name="code", type="dir", path=str(tmp_path / "code")),
+               SourceConfig(name="nothing", type="dir", path=str(tmp_path / "empty"))]
+    with pytest.raises(InputError, match=f"source 'nothing': {tmp_path / 'empty'} holds no files; check its path"):
+        run(spark, sources)
