@@ -37,6 +37,7 @@ BAD_VALUES = [
     ("near_dedup.num_perm=0", "near_dedup.num_perm: 0 is out of range"),
     ("tokenizer.vocab_size=0", "tokenizer.vocab_size: 0 is out of range"),
     ("ingest.files_per_partition=0", "ingest.files_per_partition: 0 is out of range"),
+    ("ingest.split_bytes=0", "ingest.split_bytes: 0 is out of range"),
     ("mix.partitions=0", "mix.partitions: 0 is out of range"),
     ('pii.kinds=["credit_card"]', "pii.kinds[0]: 'credit_card' is not a PII kind; known kinds: "),
     ("near_dedup.bands=30", "near_dedup.bands: give both bands and rows"),
