@@ -48,6 +48,18 @@ class _JsonLines(logging.Formatter):
         }, ensure_ascii=False)
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged (a caller may redirect it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 _console: logging.Handler | None = None
 
 
@@ -59,7 +71,7 @@ def configure_console(level: str = "INFO", json_lines: bool = False) -> None:
 
     luigi.configuration.get_config().set("core", "no_configure_logging", "true")
     if _console is None:
-        _console = logging.StreamHandler(sys.stderr)
+        _console = _Stderr()
         for name in LOGGERS:
             logger = logging.getLogger(name)
             logger.addHandler(_console)
@@ -92,8 +104,10 @@ def failure_log(cfg: Any, what: str, exc: BaseException) -> str:
 def jvm_log_properties(log_file: Path | None) -> Path:
     """A log4j2 configuration for Spark's JVM: console lines cut to their first line
     and no stacks; with `log_file`, everything, stacks included, also goes there."""
+    # a message ends at its first line break, or where Spark inlined a Python traceback
     console = ("%d{yy/MM/dd HH:mm:ss} %p %c{1}: "
-               "%maxLen{%replace{%m}{(?s)[\\r\\n].*}{ (more in the log)}}{400}%n")
+               "%maxLen{%replace{%m}{(?s)(Traceback \\\\(most recent call last\\\\)|[\\r\\n]).*}"
+               "{(more in the log)}}{400}%n")
     lines = [
         "status = off",  # log4j's own troubles (a full disk under the log file) print stacks
         "rootLogger.level = warn",

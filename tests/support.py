@@ -20,7 +20,9 @@ STDLIB = Path(sysconfig.get_paths()["stdlib"])
 INCLUDE = Path(sysconfig.get_paths()["include"])
 TEST_SPARK = SparkConfig(
     master="local[2]",
-    conf={"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "2g"},
+    # the UI keeps every job of the session, so a test can read a whole run's jobs
+    conf={"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "2g",
+          "spark.ui.retainedJobs": "100000"},
 )
 
 

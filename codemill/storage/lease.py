@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import getpass
 import json
+import logging
 import os
 import socket
 import threading
@@ -24,6 +25,8 @@ from codemill.storage.base import FileSystem
 from codemill.storage.uri import display, join
 
 LEASE = "_LEASE.json"
+
+log = logging.getLogger("codemill")
 
 # This process's run: every lease it takes and every attempt it writes carry this id.
 # Luigi's worker processes are forked from the run's process and inherit it.
@@ -117,7 +120,10 @@ class Lease:
             holder = self.holder()
             if holder is None or holder.run_id != self.run_id:
                 return  # taken over (we were presumed dead): never overwrite the new holder
-            self.fs.write_bytes(self.uri, self._record())
+            try:
+                self.fs.write_bytes(self.uri, self._record())
+            except Exception as exc:  # e.g. a full disk: the run's own error says so; try again
+                log.warning(f"could not refresh the lease {display(self.uri)}: {exc}")
 
     def release(self) -> None:
         if os.getpid() != self.pid:

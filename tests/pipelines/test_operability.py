@@ -125,13 +125,18 @@ def _spark_jobs(spark) -> list[dict]:
         return sorted(json.load(r), key=lambda job: job["jobId"])
 
 
+def _task_ids(task) -> set[str]:
+    return {task.task_id}.union(*(_task_ids(t) for t in task.requires().values()))
+
+
 def test_every_spark_job_of_a_run_names_its_stage(spark, finished_run):
+    tasks = _task_ids(stage_task("report", finished_run))
     jobs = _spark_jobs(spark)
-    grouped = [job for job in jobs if job.get("jobGroup", "").startswith("RunStage_")]
+    grouped = [job for job in jobs if job.get("jobGroup") in tasks]
     first, last = grouped[0]["jobId"], grouped[-1]["jobId"]
-    # the run ran in this process: every job from its first to its last is one of its stages'
-    run_jobs = [job for job in jobs if first <= job["jobId"] <= last]
-    assert run_jobs == grouped
+    # the run ran in this process, one stage after another: every job from its first to
+    # its last is one of its stages'
+    assert [job for job in jobs if first <= job["jobId"] <= last] == grouped
     stages = {job["description"].split(":")[0] for job in grouped}
     assert {"ingest", "exact_dedup", "near_dedup", "filters", "kinds", "tokenizer",
             "token_counts", "shards[base]", "shards[python]", "report"} <= stages
@@ -172,7 +177,12 @@ def test_progress_names_the_running_job_and_counts_its_tasks(spark):
     runner.start()
     held = [server.accept()[0] for _ in range(2)]  # both tasks are running now
     try:
-        activity, share = describe_activity(spark.sparkContext)
+        # the status tracker learns of task starts through Spark's event loops: drain them
+        for _ in range(10_000):
+            spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty()
+            activity, share = describe_activity(spark.sparkContext)
+            if activity.endswith("2 running"):
+                break
         reports = []
         line = Progress("near_dedup", spark.sparkContext, lambda m, p: reports.append((m, p))).tick()
     finally:
