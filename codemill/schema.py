@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -20,6 +21,12 @@ from pyspark.sql.types import (
     StructField,
     StructType,
 )
+
+# Intermediate tables holding document content are persisted on disk only: in local mode
+# a cache in memory shares the driver's heap with every running task, and a 1 GB driver
+# ran out of it caching a million documents (MEMORY_AND_DISK builds each cached batch,
+# and many of them between two checks of the budget, in the heap).
+DOCUMENT_STORAGE = StorageLevel.DISK_ONLY
 
 DOC_SCHEMA = StructType(
     [

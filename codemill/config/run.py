@@ -34,6 +34,15 @@ DEFAULT_SPARK_CONF = {
     # 10,000-task job to look up a long list of paths.
     "spark.sql.files.openCostInBytes": str(64 << 10),
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "64",
+    # In local mode every task runs in the driver's heap (1 GB must do for a million
+    # documents), so what one task holds is kept small. Parquet row groups are buffered
+    # whole when written and read (128 MB by default).
+    "spark.hadoop.parquet.block.size": str(16 << 20),
+    # Arrow batches to Python workers are cut at 10,000 rows: bound their bytes too.
+    "spark.sql.execution.arrow.maxBytesPerBatch": str(16 << 20),
+    # Cached tables are batches of this many rows (10,000 by default), and the memory
+    # store checks its budget only every 16 of them while caching a partition.
+    "spark.sql.inMemoryColumnarStorage.batchSize": "1000",
 }
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from codemill.dedup.config import ExactDedupConfig
 from codemill.dedup.keep_rule import keep_order
-from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
+from codemill.schema import DOC_COLUMNS, DOCUMENT_STORAGE, StageOutput, dropped_rows
 
 STAGE = "exact_dedup"
 
@@ -28,7 +27,7 @@ def exact_dedup(spark: SparkSession, docs: DataFrame, cfg: ExactDedupConfig) -> 
         docs.withColumn("_key", dedup_key(cfg))
         .withColumn("_rank", F.row_number().over(group))
         .withColumn("_kept_id", F.first("id").over(group))
-        .persist(StorageLevel.MEMORY_AND_DISK)
+        .persist(DOCUMENT_STORAGE)
     )
     reason = "exact_duplicate_whitespace" if cfg.normalize_whitespace else "exact_duplicate"
     kept = ranked.where(F.col("_rank") == 1).select(*DOC_COLUMNS)

@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import xxhash
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -55,7 +54,7 @@ from codemill.filters.config import BenchmarkConfig, DecontamConfig, benchmark_p
 from codemill.filters.rules import byte_chunks
 from codemill.filters.steps import FLAGGED_SCHEMA, split_flagged
 from codemill.ngrams import window_hashes
-from codemill.schema import DOC_COLUMNS, StageOutput
+from codemill.schema import DOC_COLUMNS, DOCUMENT_STORAGE, StageOutput
 
 STAGE = "decontam"
 REASON = "benchmark_contamination"
@@ -358,7 +357,7 @@ def decontaminate(spark: SparkSession, docs: DataFrame, cfg: DecontamConfig) -> 
     schema = StructType(FLAGGED_SCHEMA.fields + [StructField("_leaks", ArrayType(LEAK_TYPE))])
     flagged = docs.select(*DOC_COLUMNS).mapInArrow(
         lambda batches: leak_batches(batches, shipped, cfg), schema
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    ).persist(DOCUMENT_STORAGE)
     leaks = flagged.where(F.size("_leaks") > 0).select(
         F.col("id").alias("doc_id"), "path", F.explode("_leaks").alias("leak")
     ).select("doc_id", "path", "leak.*")

@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from codemill.fasttext_models import LABEL_PREFIX, ModelRef, checked_model, executor_model, ship_model, train_classifier  # noqa: F401
 from codemill.filters.config import LangIdConfig, QualityConfig
 from codemill.filters.rules import byte_chunks
 from codemill.filters.steps import FLAGGED_SCHEMA, split_flagged
-from codemill.schema import DOC_COLUMNS, StageOutput
+from codemill.schema import DOC_COLUMNS, DOCUMENT_STORAGE, StageOutput
 
 # train_classifier is here for users of the quality filter, who train its model with it
 from codemill.storage.folder import local_file
@@ -60,7 +59,7 @@ def _run(spark: SparkSession, docs: DataFrame, model_ref: ModelRef, kinds: list[
          decide: Decision, stage: str) -> StageOutput:
     flagged = docs.select(*DOC_COLUMNS).mapInArrow(
         lambda batches: classify_batches(batches, model_ref, kinds, decide), FLAGGED_SCHEMA)
-    return split_flagged(flagged.persist(StorageLevel.MEMORY_AND_DISK), stage)
+    return split_flagged(flagged.persist(DOCUMENT_STORAGE), stage)
 
 
 def language_filter(spark: SparkSession, docs: DataFrame, cfg: LangIdConfig) -> StageOutput:

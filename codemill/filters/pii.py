@@ -47,7 +47,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, StructField, StructType
@@ -56,7 +55,7 @@ from codemill.filters.config import PII_KINDS as KINDS
 from codemill.filters.config import PiiConfig
 from codemill.filters.rules import byte_chunks
 from codemill.observe import step
-from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, DROPPED_SCHEMA, StageOutput
+from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, DOCUMENT_STORAGE, DROPPED_SCHEMA, StageOutput
 
 STAGE = "pii"
 
@@ -254,7 +253,7 @@ def scrub_pii(spark: SparkSession, docs: DataFrame, cfg: PiiConfig) -> tuple[Sta
     schema = StructType(DOC_SCHEMA.fields + [
         StructField(_count_column(k), IntegerType(), False) for k in KINDS])
     scrubbed = docs.select(*DOC_COLUMNS).mapInArrow(
-        lambda batches: scrub_batches(batches, cfg), schema).persist(StorageLevel.MEMORY_AND_DISK)
+        lambda batches: scrub_batches(batches, cfg), schema).persist(DOCUMENT_STORAGE)
     per_doc = sum(F.col(_count_column(k)) for k in KINDS)
     with step("filters and PII scrubbing"):
         totals = scrubbed.agg(

@@ -3,14 +3,13 @@ are split into the kept table and the dropped table."""
 
 from __future__ import annotations
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from codemill.filters.config import FilterConfig
 from codemill.filters.rules import flag_batches
-from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, StageOutput, dropped_rows
+from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, DOCUMENT_STORAGE, StageOutput, dropped_rows
 
 STAGE = "filters"
 
@@ -32,4 +31,4 @@ def code_filters(spark: SparkSession, docs: DataFrame, cfg: FilterConfig) -> Sta
     """Drop documents failing a heuristic; reason = rule name, detail = value vs threshold."""
     flagged = docs.select(*DOC_COLUMNS).mapInArrow(
         lambda batches: flag_batches(batches, cfg), FLAGGED_SCHEMA)
-    return split_flagged(flagged.persist(StorageLevel.MEMORY_AND_DISK), STAGE)
+    return split_flagged(flagged.persist(DOCUMENT_STORAGE), STAGE)

@@ -40,6 +40,7 @@ class Shards(Stage):
         from codemill.mix.plan import category_tokens, mix_warnings, plan_mix, select_copies
         from codemill.observe import step
         from codemill.pipelines.tables import read_table
+        from codemill.schema import DOCUMENT_STORAGE
         from codemill.tokenize.jobs import write_shards
         from codemill.tokenize.shards import write_manifest
         from codemill.tokenize.tokenizer import load_tokenizer
@@ -50,7 +51,7 @@ class Shards(Stage):
         with step("tokens per category"):
             available = category_tokens(docs, spec)
         plan = plan_mix(spec, available.tokens, c.mix.max_epochs, c.mix.total_tokens)
-        selected = select_copies(docs, plan, spec, c.seed).persist()
+        selected = select_copies(docs, plan, spec, c.seed).persist(DOCUMENT_STORAGE)
         with step("realised shares"):
             realised = {r["category"]: r["n"] for r in
                         selected.groupBy("category").agg(F.sum("n_tokens").alias("n")).collect()}
