@@ -6,6 +6,7 @@ through storage (executors' Python cannot reach Hadoop's file systems)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -24,9 +25,16 @@ from codemill.tokenize.pack import PackStats, pack_documents
 from codemill.tokenize.shards import ShardError, ShardInfo, shard_name
 from codemill.tokenize.tokenizer import Tokenizer, load_tokenizer
 
-CHUNK_DDL = "file string, data binary, shards string, stats string"
-CHUNK_SCHEMA = pa.schema([("file", pa.string()), ("data", pa.binary()), ("shards", pa.string()),
-                          ("stats", pa.string())])
+# A packing partition's output rows, numbered (part, seq) in the order they are written.
+CHUNK_DDL = "part int, seq long, file string, data binary, shards string, stats string"
+CHUNK_SCHEMA = pa.schema([("part", pa.int32()), ("seq", pa.int64()), ("file", pa.string()),
+                          ("data", pa.binary()), ("shards", pa.string()), ("stats", pa.string())])
+# toLocalIterator holds a whole Spark partition in the driver's heap, several times over
+# (pickled, as a task result, fetched; two partitions when prefetching): packed partitions
+# larger than this reach it in slices of about this size, and each row carries at most
+# CHUNK_BYTES of a shard (the JVM pickles a row through a few copies of it).
+STREAM_SLICE_BYTES = 16 << 20
+CHUNK_BYTES = 1 << 20
 
 # Buckets of the shuffle key: many more than partitions, so hash partitioning spreads
 # them evenly and each partition's set of documents depends only on the data.
@@ -93,14 +101,16 @@ def write_shards(
         from codemill.tokenize.shards import ShardWriter
 
         pid = TaskContext.get().partitionId()
+        seq = itertools.count()
         stats = PackStats()
         docs = ((b.column("content").to_pylist(), b.column("fim_id").to_pylist()) for b in batches)
         sinks: list[_Chunks] = []
 
         def drain() -> Iterator[pa.RecordBatch]:
             for sink in sinks:
-                if sink.parts:
-                    yield pa.RecordBatch.from_pylist([{"file": sink.name, "data": sink.take()}], CHUNK_SCHEMA)
+                data = sink.take()
+                for at in range(0, len(data), CHUNK_BYTES):
+                    yield _chunk_row(pid, next(seq), file=sink.name, data=data[at:at + CHUNK_BYTES])
             sinks[:] = [s for s in sinks if not s.closed]
 
         def open_sink(name: str) -> _Chunks:
@@ -112,19 +122,41 @@ def write_shards(
                 writer.write(packed)
                 yield from drain()
         yield from drain()
-        yield pa.RecordBatch.from_pylist([{"shards": json.dumps([vars(i) for i in writer.shards]),
-                                           "stats": json.dumps(stats.to_dict())}], CHUNK_SCHEMA)
+        yield _chunk_row(pid, next(seq), shards=json.dumps([vars(i) for i in writer.shards]),
+                         stats=json.dumps(stats.to_dict()))
 
-    # packed in parallel and kept on the executors' disks, then streamed to the driver
-    # one partition at a time, in order
-    packed = rows.mapInArrow(pack_partition, CHUNK_DDL).persist(StorageLevel.DISK_ONLY)
+    # Packed in parallel and kept on the executors' disks, then streamed to the driver in
+    # order. A local checkpoint, not a cached table: caching would build a thousand chunks
+    # (spark.sql.inMemoryColumnarStorage.batchSize rows) into one batch in the heap.
+    packed = rows.mapInArrow(pack_partition, CHUNK_DDL).localCheckpoint(
+        eager=False, storageLevel=StorageLevel.DISK_ONLY)
     with step("tokenize, FIM and pack"):
-        packed.count()
-    try:
-        with step("stream shards to the driver"):
-            return _write_streamed(packed.toLocalIterator(prefetchPartitions=True), out)
-    finally:
-        packed.unpersist()
+        largest, total = _partition_bytes(packed)
+    with step("stream shards to the driver"):
+        return _write_streamed(streamable(packed, largest, total).toLocalIterator(prefetchPartitions=True), out)
+
+
+def _chunk_row(part: int, seq: int, **values: Any) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([{"part": part, "seq": seq, **values}], CHUNK_SCHEMA)
+
+
+def _partition_bytes(packed: DataFrame) -> tuple[int, int]:
+    """The chunk bytes of the largest packing partition and of all of them."""
+    per_part = packed.groupBy("part").agg(F.sum(F.length("data")).alias("bytes"))
+    largest, total = per_part.agg(F.max("bytes"), F.sum("bytes")).first()
+    return int(largest or 0), int(total or 0)
+
+
+def streamable(packed: DataFrame, largest: int, total: int,
+               slice_bytes: int = STREAM_SLICE_BYTES) -> DataFrame:
+    """The packed rows in the order they are written (part, then seq), in Spark partitions
+    the driver can hold: as packed when each fits in `slice_bytes`, else range-partitioned
+    into slices of about that size (chunks are of similar size, so equal row counts are
+    about equal bytes)."""
+    if largest <= slice_bytes:
+        return packed
+    slices = -(-total // slice_bytes)
+    return packed.repartitionByRange(slices, "part", "seq").sortWithinPartitions("part", "seq")
 
 
 def _write_streamed(chunks: Iterator[Any], out: Folder) -> tuple[list[ShardInfo], PackStats]:

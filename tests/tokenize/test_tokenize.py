@@ -491,3 +491,21 @@ def test_streamed_shards_are_numbered_globally_and_checked(tok, tmp_path):
     ]
     with pytest.raises(ShardError, match="differ from those packed"):
         _write_streamed(iter(_streamed_partition(tok, 0, tamper=True)), Folder(tmp_path / "bad"))
+
+
+def test_large_packed_partitions_reach_the_driver_in_order_in_bounded_slices(spark):
+    from pyspark.sql import functions as F
+
+    from codemill.tokenize.jobs import CHUNK_DDL, streamable
+
+    chunk = 1000
+    rows = [(part, seq, f"part-{part:05d}-shard", bytes([seq % 256]) * chunk, None, None)
+            for part in range(3) for seq in range(20)]
+    rows += [(part, 20, None, None, "[]", "{}") for part in range(3)]  # each partition's counts
+    packed = spark.createDataFrame(rows, CHUNK_DDL).repartition(3, "part").sortWithinPartitions("seq")
+    sliced = streamable(packed, largest=20 * chunk, total=60 * chunk, slice_bytes=5 * chunk)
+    order = [(r["part"], r["seq"]) for r in sliced.toLocalIterator()]
+    assert order == sorted((r[0], r[1]) for r in rows)
+    sizes = sliced.groupBy(F.spark_partition_id()).agg(F.sum(F.length("data")).alias("b")).collect()
+    assert len(sizes) >= 10 and max(r["b"] or 0 for r in sizes) <= 6 * chunk
+    assert streamable(packed, largest=20 * chunk, total=60 * chunk, slice_bytes=20 * chunk) is packed
