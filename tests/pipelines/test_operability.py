@@ -43,23 +43,18 @@ def python_only(tmp_path) -> Path:
     return tree
 
 
-def test_a_bad_master_url_fails_before_spark_starts(python_only, tmp_path):
+@pytest.mark.parametrize("flags, error", [
+    (("--master", "local[two]"),
+     "spark.master: 'local[two]' is not a Spark master URL: use local, local[N], local[*], "
+     "local[N,retries], spark://HOST:PORT, yarn or k8s://HOST:PORT (from --set spark.master=\"local[two]\")"),
+    (("--set", "pack.seq_len=0"),
+     "pack.seq_len: 0 is out of range: must be in [16, 1048576] (from --set pack.seq_len=0)"),
+])
+def test_a_bad_setting_fails_before_spark_starts_in_one_line(python_only, tmp_path, flags, error):
     config = write_config(tmp_path / "run.toml", python_only, tmp_path / "out")
-    result = codemill("run", str(config), "--master", "local[two]")
+    result = codemill("run", str(config), *flags)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "codemill: config error: spark.master: 'local[two]' is not a Spark master URL: use local, local[N], "
-        "local[*], local[N,retries], spark://HOST:PORT, yarn or k8s://HOST:PORT "
-        "(from --set spark.master=\"local[two]\")"]
-
-
-def test_a_zero_sequence_length_is_a_config_error(python_only, tmp_path):
-    config = write_config(tmp_path / "run.toml", python_only, tmp_path / "out")
-    result = codemill("run", str(config), "--set", "pack.seq_len=0")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "codemill: config error: pack.seq_len: 0 is out of range: must be in [16, 1048576] "
-        "(from --set pack.seq_len=0)"]
+    assert result.stderr.strip().splitlines() == [f"codemill: config error: {error}"]
 
 
 def test_an_unreachable_scheduler_is_named(python_only, tmp_path):
