@@ -5,7 +5,7 @@ OUT ?= codemill-out
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench install java clean
+.PHONY: demo test test-fast lint bench bench-scale install java clean
 
 # The virtualenv is (re)built when pyproject.toml changes.
 $(INSTALLED): pyproject.toml
@@ -44,6 +44,11 @@ lint: $(INSTALLED)
 
 bench: java $(INSTALLED)
 	$(PY) -m benchmarks.run_all
+
+# The whole DAG on synthetic corpora of 100k and 1M documents with a 1 GB driver: time and
+# memory per stage, and how they grow (over an hour on 2 cores; corpora cached in bench-out/).
+bench-scale: java $(INSTALLED)
+	$(PY) -m benchmarks.scale
 
 clean:
 	rm -rf codemill-out bench-out
