@@ -105,3 +105,6 @@ class StageOutput:
     dropped: DataFrame
     extra: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, DataFrame] = field(default_factory=dict)
+    # Set when the stage wrote `docs` and `dropped` itself: what they hold, as
+    # reason (None: kept) -> (documents, bytes).
+    counts: dict[str | None, tuple[int, int]] | None = None

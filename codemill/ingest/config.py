@@ -63,3 +63,6 @@ class IngestConfig(Section):
     # so that every core gets a share. Each task costs about 0.1 s besides its reading
     # (220 MB of JSONL on 2 cores: 5.0 s in 8 MiB tasks, 2.5 s in 32 MiB, 1.9 s in 110 MiB).
     split_bytes: int = setting(128 << 20, ge=1, le=1 << 34)
+    # Compression of the tables ingest writes itself (local `out`). They are read once, by
+    # the next stage; compressing them costs more time than reading the inputs does.
+    compression: Literal["none", "snappy", "zstd"] = "none"

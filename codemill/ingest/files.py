@@ -10,7 +10,8 @@ from typing import Any
 import pyarrow as pa
 
 from codemill.ingest.languages import lang_of_path, refine_header_lang
-from codemill.ingest.rows import decode, make_row, to_batch
+from codemill.ingest.rows import decode, make_row, to_batch, to_batches
+from codemill.ingest.walk import FileEntry
 
 # Git's heuristic: a NUL byte in the first 8000 bytes means binary.
 BINARY_PROBE_BYTES = 8000
@@ -65,3 +66,8 @@ def read_files(
         rows = [read_file(e, max_file_bytes, invalid_utf8) for e in batch.to_pylist()]
         if rows:
             yield to_batch(rows)
+
+
+def read_entries(entries: list[FileEntry], max_file_bytes: int, invalid_utf8: str) -> Iterator[pa.RecordBatch]:
+    """Listed local files -> document rows."""
+    yield from to_batches(read_file(vars(e), max_file_bytes, invalid_utf8) for e in entries)

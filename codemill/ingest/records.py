@@ -161,13 +161,14 @@ def read_jsonl(
     yield from to_batches(jsonl_rows(_file_lines(path, data), path, columns, source, invalid_utf8, malformed))
 
 
-def read_jsonl_piece(
-    piece: Piece, columns: dict[str, str], source: str, invalid_utf8: str, malformed: str,
+def read_jsonl_pieces(
+    pieces: list[Piece], columns: dict[str, str], source: str, invalid_utf8: str, malformed: str,
 ) -> Iterator[pa.RecordBatch]:
-    """The lines of a planned piece of a local JSONL file (`codemill.ingest.splits`) -> rows,
-    named and numbered as if the whole file were read."""
-    lines = _file_lines(piece.path, None) if piece.start == 0 and piece.end is None else range_lines(piece)
-    yield from to_batches(jsonl_rows(lines, piece.path, columns, source, invalid_utf8, malformed))
+    """The lines of planned pieces of local JSONL files (`codemill.ingest.splits`) -> rows,
+    named and numbered as if the whole files were read."""
+    for piece in pieces:
+        lines = _file_lines(piece.path, None) if piece.start == 0 and piece.end is None else range_lines(piece)
+        yield from to_batches(jsonl_rows(lines, piece.path, columns, source, invalid_utf8, malformed))
 
 
 def record_columns(batch: pa.RecordBatch, columns: dict[str, str]) -> pa.RecordBatch:
@@ -202,30 +203,33 @@ def read_arrow_stream(
         yield from to_batches(rows(pa.ipc.open_stream(mm)))
 
 
-def read_parquet_groups(
-    path: str, groups: list[tuple[int, int]], columns: dict[str, str], source: str
+def _parquet_task_rows(groups: list[tuple[str, int, int]], columns: dict[str, str],
+                       source: str) -> Iterator[dict[str, Any]]:
+    open_path, file = None, None
+    for path, group, first_row in groups:
+        if path != open_path:
+            open_path, file = path, pq.ParquetFile(path)
+            wanted = [c for c in dict.fromkeys(columns.values()) if c in file.schema_arrow.names]
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+        offset = first_row
+        for batch in file.read_row_group(group, columns=wanted).to_batches(max_chunksize=BATCH_ROWS):
+            yield from _batch_rows(batch, offset, path, name, columns, source)
+            offset += batch.num_rows
+
+
+def read_parquet_task(
+    groups: list[tuple[str, int, int]], columns: dict[str, str], source: str
 ) -> Iterator[pa.RecordBatch]:
-    """Row groups (index, first row) of a local Parquet file -> rows, read with pyarrow;
-    records are named `file:row`, and one without a path gets `name:row`."""
-    file = pq.ParquetFile(path)
-    wanted = [c for c in dict.fromkeys(columns.values()) if c in file.schema_arrow.names]
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-
-    def rows() -> Iterator[dict[str, Any]]:
-        for group, first_row in groups:
-            offset = first_row
-            for batch in file.read_row_group(group, columns=wanted).to_batches(max_chunksize=BATCH_ROWS):
-                yield from _batch_rows(batch, offset, path, name, columns, source)
-                offset += batch.num_rows
-
-    yield from to_batches(rows())
+    """Row groups (file, index, first row) of local Parquet files -> rows, read with
+    pyarrow; records are named `file:row`, and one without a path gets `name:row`."""
+    yield from to_batches(_parquet_task_rows(groups, columns, source))
 
 
 def parquet_to_rows(
     batches: Iterator[pa.RecordBatch], columns: dict[str, str], source: str
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow body for Parquet records read by Spark: `_file` and `_row` (the file and
-    the row's index in it) name them as `read_parquet_groups` does."""
+    the row's index in it) name them as `read_parquet_task` does."""
 
     def rows() -> Iterator[dict[str, Any]]:
         for batch in batches:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterator
 from functools import partial
-from itertools import groupby
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -17,7 +16,8 @@ from pyspark.sql import functions as F
 from codemill.errors import InputError
 from codemill.ingest import remote
 from codemill.ingest.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
-from codemill.ingest.files import file_row, read_files
+from codemill.ingest.files import file_row, read_entries, read_files
+from codemill.ingest.parts import Tally, merge_tallies, remove_temporaries, run_part
 from codemill.ingest.records import (
     first_record_fields,
     list_hf_arrow_files,
@@ -25,8 +25,8 @@ from codemill.ingest.records import (
     parquet_to_rows,
     read_arrow_stream,
     read_jsonl,
-    read_jsonl_piece,
-    read_parquet_groups,
+    read_jsonl_pieces,
+    read_parquet_task,
 )
 from codemill.ingest.rows import ROW_SCHEMA, to_batch
 from codemill.ingest.splits import (
@@ -62,23 +62,23 @@ def list_directory_source(spark: SparkSession | None, src: SourceConfig,
     return walk_source(src.name, path, repo, src.license, exclude, cfg.max_file_bytes)
 
 
-def _directory_rows(spark: SparkSession, entries: list[FileEntry], cfg: IngestConfig) -> DataFrame:
-    rows = [tuple(vars(e).values()) for e in entries]
-    if entries and not is_local(entries[0].root):
-        return _remote_directory_rows(spark, entries, rows, cfg)
-    slices = max(1, math.ceil(len(entries) / cfg.files_per_partition))
-    listing = spark.createDataFrame(rows, LISTING_SCHEMA).repartition(slices, "path")
-    return listing.mapInArrow(
-        partial(read_files, max_file_bytes=cfg.max_file_bytes, invalid_utf8=cfg.invalid_utf8),
-        ROW_SCHEMA,
-    )
+Reader = Callable[[], Iterator[pa.RecordBatch]]
 
 
-def _remote_directory_rows(spark: SparkSession, entries: list[FileEntry], rows: list[tuple],
-                           cfg: IngestConfig) -> DataFrame:
+def _directory_readers(spark: SparkSession, entries: list[FileEntry], cfg: IngestConfig) -> list[Reader]:
+    """Listed local files in tasks of at most `files_per_partition` files and about a
+    split's bytes (files judged by their listing alone count as nothing to read)."""
+    sized = [(e, 0 if e.reason else e.size) for e in entries]
+    split = _split_size(spark, sum(size for _, size in sized), cfg)
+    tasks = [task[i:i + cfg.files_per_partition] for task in pack(sized, split)
+             for i in range(0, len(task), cfg.files_per_partition)]
+    return [partial(read_entries, task, cfg.max_file_bytes, cfg.invalid_utf8) for task in tasks]
+
+
+def _remote_directory_rows(spark: SparkSession, entries: list[FileEntry], cfg: IngestConfig) -> DataFrame:
     """Files judged by their listing alone become rows here, and so do empty files (which
     Spark's scans skip); the rest are read in the JVM."""
-    judged = [row for row, e in zip(rows, entries) if e.reason]
+    judged = [tuple(vars(e).values()) for e in entries if e.reason]
     max_bytes, policy = cfg.max_file_bytes, cfg.invalid_utf8
     meta, empty = {}, []
     for e in entries:
@@ -99,16 +99,17 @@ def _remote_directory_rows(spark: SparkSession, entries: list[FileEntry], rows: 
     return judged_rows.unionByName(read_rows) if read_rows is not None else judged_rows
 
 
-def _task_per_item(spark: SparkSession, items: list[Any], read_item: Callable[[Any], Iterator[Any]]) -> DataFrame:
-    """One Spark task per item, reading it into rows. The items travel with the task's
-    function: no Python job first turns them into rows (a second Python worker per task)."""
+def _task_per_reader(spark: SparkSession, readers: list[Reader]) -> DataFrame:
+    """One Spark task per reader, its rows sent to the JVM. The readers travel with the
+    task's function: no Python job first turns them into rows (a second Python worker
+    per task)."""
 
     def read(batches: Iterator[Any]) -> Iterator[Any]:
         for batch in batches:
             for index in batch.column("id").to_pylist():
-                yield from read_item(items[index])
+                yield from readers[index]()
 
-    return spark.range(0, len(items), 1, max(1, len(items))).mapInArrow(read, ROW_SCHEMA)
+    return spark.range(0, len(readers), 1, max(1, len(readers))).mapInArrow(read, ROW_SCHEMA)
 
 
 def _split_size(spark: SparkSession, total_bytes: int, cfg: IngestConfig) -> int:
@@ -125,45 +126,43 @@ def _line_offsets(spark: SparkSession, tasks: list[list[Piece]]) -> list[list[Pi
         return [((p.path, p.start), count_newlines(p.path, p.start, p.end)) for p in task if p.end is not None]
 
     counted = [t for t in tasks if any(p.end is not None for p in t)]
-    counts = dict(spark.sparkContext.parallelize(counted, len(counted)).flatMap(count).collect())
+    with step("count lines of split files"):
+        counts = dict(spark.sparkContext.parallelize(counted, len(counted)).flatMap(count).collect())
     offsets = iter(with_line_offsets([p for task in tasks for p in task], counts))
     return [[next(offsets) for _ in task] for task in tasks]
 
 
-def _jsonl_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str],
-                cfg: IngestConfig) -> DataFrame:
+def _jsonl_readers(spark: SparkSession, src: SourceConfig, columns: dict[str, str],
+                   cfg: IngestConfig) -> list[Reader]:
     files = list_jsonl_files(Folder(src.uri()))
-    policy, malformed = cfg.invalid_utf8, cfg.malformed_jsonl
-
-    def read_remote(uri: str, data: bytes) -> Any:
-        return read_jsonl(uri, columns, src.name, policy, malformed, data=data)
-
-    if not is_local(src.uri()):
-        return remote.read_contents(spark, files, read_remote, ROW_SCHEMA)
-
-    def read(task: list[Piece]) -> Any:
-        for piece in task:
-            yield from read_jsonl_piece(piece, columns, src.name, policy, malformed)
-
     sized = [(str(local_path(uri)), os.stat(local_path(uri)).st_size) for uri in files]
     tasks = plan_jsonl(sized, _split_size(spark, sum(size for _, size in sized), cfg))
-    return _task_per_item(spark, _line_offsets(spark, tasks), read)
+    return [partial(read_jsonl_pieces, task, columns, src.name, cfg.invalid_utf8, cfg.malformed_jsonl)
+            for task in _line_offsets(spark, tasks)]
 
 
-def _hf_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) -> DataFrame:
-    files = list_hf_arrow_files(Folder(src.uri()))
-    if not is_local(src.uri()):
-        labels = {remote.qualified(spark, uri): label for uri, label in files}
+def _remote_jsonl_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str],
+                       cfg: IngestConfig) -> DataFrame:
+    policy, malformed = cfg.invalid_utf8, cfg.malformed_jsonl
 
-        def read_remote(uri: str, data: bytes) -> Any:
-            return read_arrow_stream(uri, labels[uri], columns, src.name, data=data)
+    def read(uri: str, data: bytes) -> Any:
+        return read_jsonl(uri, columns, src.name, policy, malformed, data=data)
 
-        return remote.read_contents(spark, sorted(labels), read_remote, ROW_SCHEMA)
+    return remote.read_contents(spark, list_jsonl_files(Folder(src.uri())), read, ROW_SCHEMA)
 
-    def read(file: tuple[str, str]) -> Any:
-        return read_arrow_stream(*file, columns, src.name)
 
-    return _task_per_item(spark, [(str(local_path(uri)), label) for uri, label in files], read)
+def _hf_readers(src: SourceConfig, columns: dict[str, str]) -> list[Reader]:
+    return [partial(read_arrow_stream, str(local_path(uri)), label, columns, src.name)
+            for uri, label in list_hf_arrow_files(Folder(src.uri()))]
+
+
+def _remote_hf_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str]) -> DataFrame:
+    labels = {remote.qualified(spark, uri): label for uri, label in list_hf_arrow_files(Folder(src.uri()))}
+
+    def read(uri: str, data: bytes) -> Any:
+        return read_arrow_stream(uri, labels[uri], columns, src.name, data=data)
+
+    return remote.read_contents(spark, sorted(labels), read, ROW_SCHEMA)
 
 
 def _no_content_column(path: str, content: str, names: list[str]) -> InputError:
@@ -173,12 +172,10 @@ def _no_content_column(path: str, content: str, names: list[str]) -> InputError:
     )
 
 
-def _parquet_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str],
-                  cfg: IngestConfig) -> DataFrame:
-    """Local Parquet is read with pyarrow on executors, a task per row group (or per
-    run of row groups up to the split size); elsewhere, by Spark's reader."""
-    if not is_local(src.uri()):
-        return _remote_parquet_rows(spark, src, columns)
+def _parquet_readers(spark: SparkSession, src: SourceConfig, columns: dict[str, str],
+                     cfg: IngestConfig) -> list[Reader]:
+    """Local Parquet, read with pyarrow on executors: a task per row group (or per run
+    of row groups up to the split size)."""
     root = Folder(src.uri())
     files = [str(local_path(f.uri)) for f in root.fs.list_files(root.uri) if not _hidden(f.uri, root.uri)]
     groups = []
@@ -188,13 +185,7 @@ def _parquet_rows(spark: SparkSession, src: SourceConfig, columns: dict[str, str
             raise _no_content_column(path, columns["content"], file.schema_arrow.names)
         groups += [((path, index, first_row), size) for index, first_row, size in parquet_row_groups(file.metadata)]
     tasks = pack(groups, _split_size(spark, sum(size for _, size in groups), cfg))
-
-    def read(task: list[tuple[str, int, int]]) -> Any:
-        for path, runs in groupby(task, key=lambda group: group[0]):
-            yield from read_parquet_groups(path, [(index, first_row) for _, index, first_row in runs],
-                                           columns, src.name)
-
-    return _task_per_item(spark, tasks, read)
+    return [partial(read_parquet_task, task, columns, src.name) for task in tasks]
 
 
 def _hidden(uri: str, root: str) -> bool:
@@ -214,12 +205,17 @@ def _remote_parquet_rows(spark: SparkSession, src: SourceConfig, columns: dict[s
     return selected.mapInArrow(partial(parquet_to_rows, columns=columns, source=src.name), ROW_SCHEMA)
 
 
-def check_sources(rows: DataFrame, sources: list[SourceConfig]) -> None:
-    """Fail at ingest, not stages later, on a source that yields nothing or whose records
-    all lack content (a column mapping that does not match its records)."""
-    counts = {r["source"]: (r["n"], r["missing"]) for r in rows.groupBy("source").agg(
+def source_counts(rows: DataFrame) -> dict[str, tuple[int, int]]:
+    """Per source: (records, records missing content)."""
+    return {r["source"]: (r["n"], r["missing"]) for r in rows.groupBy("source").agg(
         F.count(F.lit(1)).alias("n"),
         F.sum((F.col("reason") == "missing_content").cast("long")).alias("missing")).collect()}
+
+
+def check_sources(counts: dict[str, tuple[int, int]], sources: list[SourceConfig]) -> None:
+    """Fail at ingest, not stages later, on a source that yields nothing or whose records
+    all lack content (a column mapping that does not match its records). `counts`:
+    per source, (records, records missing content)."""
     for src in sources:
         n, missing = counts.get(src.name, (0, 0))
         if n == 0:
@@ -241,38 +237,89 @@ def _record_fields(src: SourceConfig) -> list[str]:
     return first_record_fields(str(local_path(files[0]))) if files else []
 
 
+def _listing(spark: SparkSession, src: SourceConfig, cfg: IngestConfig,
+             listings: dict[str, list[FileEntry]] | None) -> list[FileEntry]:
+    return (listings or {}).get(src.name) or list_directory_source(spark, src, cfg)
+
+
+def _readers(spark: SparkSession, src: SourceConfig, cfg: IngestConfig,
+             listings: dict[str, list[FileEntry]] | None) -> list[Reader]:
+    """A local source as read tasks."""
+    columns = {**DEFAULT_COLUMNS, **src.columns}
+    if src.type == "dir":
+        return _directory_readers(spark, _listing(spark, src, cfg, listings), cfg)
+    if src.type == "jsonl":
+        return _jsonl_readers(spark, src, columns, cfg)
+    if src.type == "hf_disk":
+        return _hf_readers(src, columns)
+    return _parquet_readers(spark, src, columns, cfg)
+
+
+def _rows(spark: SparkSession, src: SourceConfig, cfg: IngestConfig,
+          listings: dict[str, list[FileEntry]] | None) -> DataFrame:
+    """A source as rows in Spark: local ones read by codemill's readers, others through Hadoop."""
+    if is_local(src.uri()):
+        return _task_per_reader(spark, _readers(spark, src, cfg, listings))
+    columns = {**DEFAULT_COLUMNS, **src.columns}
+    if src.type == "dir":
+        return _remote_directory_rows(spark, _listing(spark, src, cfg, listings), cfg)
+    if src.type == "jsonl":
+        return _remote_jsonl_rows(spark, src, columns, cfg)
+    if src.type == "hf_disk":
+        return _remote_hf_rows(spark, src, columns)
+    return _remote_parquet_rows(spark, src, columns)
+
+
+def _write_parts(spark: SparkSession, readers: list[Reader], work: Folder, compression: str) -> Tally:
+    """Every read task writes its part of both tables into `work` (a local folder)."""
+    docs, dropped = str(local_path(work.join("docs"))), str(local_path(work.join("dropped")))
+    tasks = spark.sparkContext.parallelize(list(enumerate(readers)), max(1, len(readers)))
+    with step("read every source and write both tables"):
+        tallies = tasks.flatMap(partial(run_part, docs=docs, dropped=dropped, stage=STAGE,
+                                        compression=compression)).collect()
+    for folder in (docs, dropped):
+        remove_temporaries(folder)
+    return merge_tallies(tallies)
+
+
 def ingest(
     spark: SparkSession,
     sources: list[SourceConfig],
     cfg: IngestConfig,
     listings: dict[str, list[FileEntry]] | None = None,
+    work: Folder | None = None,
 ) -> StageOutput:
     """Read all sources into one table; every input ends up kept or dropped with a reason.
 
     `listings` holds directory listings already made by the caller (to fingerprint
-    the input); missing ones are made here.
+    the input); missing ones are made here. Given a local `work` folder and local
+    sources, the read tasks write the stage's `docs` and `dropped` tables there
+    themselves; otherwise the tables are returned for the caller to write.
     """
     if not sources:
         raise InputError("no sources configured: add at least one [[sources]] table")
-    parts = []
-    for src in sources:
-        columns = {**DEFAULT_COLUMNS, **src.columns}
-        if src.type == "dir":
-            entries = (listings or {}).get(src.name) or list_directory_source(spark, src, cfg)
-            parts.append(_directory_rows(spark, entries, cfg))
-        elif src.type == "jsonl":
-            parts.append(_jsonl_rows(spark, src, columns, cfg))
-        elif src.type == "hf_disk":
-            parts.append(_hf_rows(spark, src, columns))
-        else:
-            parts.append(_parquet_rows(spark, src, columns, cfg))
+    if work is not None and is_local(work.uri) and all(is_local(src.uri()) for src in sources):
+        readers = [reader for src in sources for reader in _readers(spark, src, cfg, listings)]
+        tally = _write_parts(spark, readers, work, cfg.compression)
+        per_source: dict[str, tuple[int, int]] = {}
+        for (source, reason), (n, _) in tally.items():
+            total, missing = per_source.get(source, (0, 0))
+            per_source[source] = (total + n, missing + n * (reason == "missing_content"))
+        check_sources(per_source, sources)
+        counts: dict[str | None, tuple[int, int]] = {}
+        for (_, reason), (n, size) in tally.items():
+            before = counts.get(reason, (0, 0))
+            counts[reason] = (before[0] + n, before[1] + size)
+        return StageOutput(spark.read.parquet(work.join("docs")), spark.read.parquet(work.join("dropped")),
+                           counts=counts)
+    parts = [_rows(spark, src, cfg, listings) for src in sources]
     rows = parts[0]
     for part in parts[1:]:
         rows = rows.unionByName(part)
     # Both outputs derive from one pass over the inputs.
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     with step("read every source"):
-        check_sources(rows, sources)
+        check_sources(source_counts(rows), sources)
     kept = rows.where(F.col("reason").isNull()).select(*DOC_COLUMNS)
     dropped = dropped_rows(rows.where(F.col("reason").isNotNull()), STAGE, F.col("reason"),
                            detail=F.col("detail"))

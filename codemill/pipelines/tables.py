@@ -50,24 +50,26 @@ def table_digest(table: Folder) -> str:
     return h.hexdigest()
 
 
-def count_and_bytes(df: DataFrame) -> tuple[int, int]:
-    row = df.agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).first()
-    return row["n"], row["b"] or 0
+def table_counts(kept: DataFrame, dropped: DataFrame) -> dict[str | None, tuple[int, int]]:
+    """reason (None: kept) -> (documents, bytes), from written tables (cheap column scans)."""
+    row = kept.agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).first()
+    grouped = dropped.groupBy("reason").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b"))
+    counts: dict[str | None, tuple[int, int]] = {None: (row["n"], row["b"] or 0)}
+    counts.update({r["reason"]: (r["n"], r["b"] or 0) for r in grouped.collect()})
+    return counts
 
 
 def compute_stats(
     stage: str,
     docs_in: int | None,
     bytes_in: int | None,
-    kept: DataFrame,
-    dropped: DataFrame,
+    counts: dict[str | None, tuple[int, int]],
     seconds: float,
 ) -> StageStats:
-    """Counts from written tables (cheap column scans), checked to add up.
-    An input of None is taken to be everything kept plus everything dropped."""
-    docs_out, bytes_out = count_and_bytes(kept)
-    grouped = dropped.groupBy("reason").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b"))
-    by_reason = {r["reason"]: (r["n"], r["b"] or 0) for r in grouped.collect()}
+    """A stage's stats from what its tables hold, checked to add up. An input of None
+    is taken to be everything kept plus everything dropped."""
+    docs_out, bytes_out = counts.get(None, (0, 0))
+    by_reason = {reason: nb for reason, nb in counts.items() if reason is not None}
     return StageStats(
         stage=stage,
         docs_in=docs_out + sum(n for n, _ in by_reason.values()) if docs_in is None else docs_in,
@@ -82,26 +84,25 @@ def compute_stats(
 
 def write_stage_output(spark: SparkSession, stage: str, out: StageOutput, upstream: Folder | None,
                        work: Folder, started: float) -> StageStats:
-    """Write a stage's kept and dropped tables, its extra tables and `stats.json`. Its
+    """Write a stage's kept and dropped tables (unless it wrote them itself), its extra
+    tables and `stats.json`. Its
     input counts are the upstream stage's output counts (none upstream: the stage's
     input is what it kept plus what it dropped); the stats check that they add up."""
-    with step("write kept documents"):
-        write_table(out.kept, work.join("docs"))
-    with step("write dropped documents"):
-        write_table(out.dropped, work.join("dropped"))
+    if out.counts is None:
+        with step("write kept documents"):
+            write_table(out.kept, work.join("docs"))
+        with step("write dropped documents"):
+            write_table(out.dropped, work.join("dropped"))
     for table_name, table in out.tables.items():
         with step(f"write {table_name}"):
             table.write.parquet(work.join(table_name))
     source = StageStats.from_json(upstream.read_text(STATS)) if upstream else None
-    with step("count what was kept and dropped"):
-        stats = compute_stats(
-            stage,
-            source.docs_out if source else None,
-            source.bytes_out if source else None,
-            read_table(spark, work.join("docs")),
-            read_table(spark, work.join("dropped")),
-            time.monotonic() - started,
-        )
+    counts = out.counts
+    if counts is None:
+        with step("count what was kept and dropped"):
+            counts = table_counts(read_table(spark, work.join("docs")), read_table(spark, work.join("dropped")))
+    stats = compute_stats(stage, source.docs_out if source else None, source.bytes_out if source else None,
+                          counts, time.monotonic() - started)
     stats.extra.update(out.extra)
     work.write_text(STATS, stats.to_json())
     return stats

@@ -55,4 +55,4 @@ class Ingest(Stage):
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> StageOutput:
         from codemill.ingest.stage import ingest
 
-        return ingest(spark, self.cfg.sources, self.cfg.ingest, self.listings)
+        return ingest(spark, self.cfg.sources, self.cfg.ingest, self.listings, work)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import shutil
@@ -16,12 +17,27 @@ from pyspark.errors import PythonException
 from codemill.errors import InputError, explain
 from codemill.ingest.config import IngestConfig, SourceConfig
 from codemill.ingest.stage import ingest
+from codemill.schema import DOC_SCHEMA
+from codemill.storage.folder import Folder
 
 from support import STDLIB
 
+RUNS = itertools.count()
 
-def run(spark, sources, **cfg):
-    out = ingest(spark, sources, IngestConfig(**cfg))
+
+WORK_ROOT: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def work_root(tmp_path):
+    WORK_ROOT[:] = [tmp_path / "work"]
+
+
+def run(spark, sources, in_spark=False, **cfg):
+    """Ingest as the pipeline runs it: the read tasks write both tables into a work
+    folder (`in_spark`: the tables are built in Spark, as for a remote `out`)."""
+    work = None if in_spark else Folder(str(WORK_ROOT[0] / str(next(RUNS))))
+    out = ingest(spark, sources, IngestConfig(**cfg), work=work)
     kept = {r["path"]: r.asDict() for r in out.kept.collect()}
     dropped = {r["path"]: r.asDict() for r in out.dropped.collect()}
     spark.catalog.clearCache()
@@ -255,3 +271,29 @@ def test_an_empty_source_is_named(spark, tmp_path):
                SourceConfig(name="nothing", type="dir", path=str(tmp_path / "empty"))]
     with pytest.raises(InputError, match=f"source 'nothing': {tmp_path / 'empty'} holds no files; check its path"):
         run(spark, sources)
+
+
+def test_tables_written_by_the_read_tasks_equal_those_built_in_spark(spark, messy_tree, tmp_path):
+    records = _stack_records(4)
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + "{oops\n")
+    pq.write_table(pa.Table.from_pylist(records[:2] + [{"content": None, "path": "gone.py"}]),
+                   tmp_path / "p.parquet", row_group_size=1)
+    sources = [SourceConfig(name="tree", type="dir", path=str(messy_tree)),
+               SourceConfig(name="j", type="jsonl", path=str(tmp_path / "j")),
+               SourceConfig(name="p", type="parquet", path=str(tmp_path / "p.parquet"))]
+    settings = dict(malformed_jsonl="quarantine", max_file_bytes=50_000, split_bytes=4096, files_per_partition=3)
+    assert run(spark, sources, **settings) == run(spark, sources, in_spark=True, **settings)
+
+
+def test_read_tasks_write_whole_parts_and_count_them(spark, real_tree, tmp_path):
+    work = Folder(str(tmp_path / "attempt"))
+    out = ingest(spark, [SourceConfig(name="real", type="dir", path=str(real_tree))],
+                 IngestConfig(files_per_partition=5), work=work)
+    parts = sorted(p.name for p in (tmp_path / "attempt" / "docs").iterdir())
+    assert parts == [f"part-{i:05d}.parquet" for i in range(len(parts))] and len(parts) > 1
+    assert sorted(p.name for p in (tmp_path / "attempt" / "dropped").iterdir()) == parts  # no temporaries
+    assert out.kept.schema.simpleString() == spark.createDataFrame([], DOC_SCHEMA).schema.simpleString()
+    kept, dropped = out.kept.count(), out.dropped.count()
+    assert out.counts[None][0] == kept and sum(n for r, (n, _) in out.counts.items() if r) == dropped
+    assert out.counts[None][1] == out.kept.agg({"size_bytes": "sum"}).first()[0]

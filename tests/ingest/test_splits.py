@@ -13,7 +13,7 @@ from pyspark.errors import PythonException
 
 from codemill.errors import InputError, explain
 from codemill.ingest.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
-from codemill.ingest.records import read_jsonl, read_jsonl_piece
+from codemill.ingest.records import read_jsonl, read_jsonl_pieces
 from codemill.ingest.splits import (
     count_newlines,
     file_pieces,
@@ -22,7 +22,7 @@ from codemill.ingest.splits import (
     split_size,
     with_line_offsets,
 )
-from codemill.ingest.stage import _jsonl_rows, _remote_parquet_rows, ingest
+from codemill.ingest.stage import _jsonl_readers, _remote_parquet_rows, _task_per_reader, ingest
 
 from support import STDLIB
 
@@ -69,7 +69,7 @@ def test_ranges_read_every_line_once_with_its_true_number(messy_jsonl, split):
 def test_split_rows_equal_whole_file_rows(messy_jsonl, split):
     args = (DEFAULT_COLUMNS, "s", "replace", "quarantine")
     whole = pa.Table.from_batches(read_jsonl(str(messy_jsonl), *args))
-    parts = [b for piece in _pieces(messy_jsonl, split) for b in read_jsonl_piece(piece, *args)]
+    parts = [b for piece in _pieces(messy_jsonl, split) for b in read_jsonl_pieces([piece], *args)]
     assert pa.Table.from_batches(parts, schema=whole.schema).equals(whole)
     reasons = dict(zip(whole.column("path").to_pylist(), whole.column("reason").to_pylist()))
     assert reasons["messy.jsonl:5"] == reasons["messy.jsonl:7"] == reasons["messy.jsonl:20"] == "malformed_jsonl"
@@ -83,7 +83,7 @@ def test_error_names_the_true_line_in_any_range(messy_jsonl, split):
     errors = []
     for piece in _pieces(messy_jsonl, split):
         try:
-            list(read_jsonl_piece(piece, *args))
+            list(read_jsonl_pieces([piece], *args))
         except InputError as exc:
             errors.append(str(exc).split(": malformed")[0])
     expected = [f"{messy_jsonl}:{n}" for n in (5, 7, 20)]
@@ -93,7 +93,7 @@ def test_error_names_the_true_line_in_any_range(messy_jsonl, split):
 def test_invalid_utf8_drop_policy_in_ranges(messy_jsonl):
     args = (DEFAULT_COLUMNS, "s", "drop", "quarantine")
     whole = pa.Table.from_batches(read_jsonl(str(messy_jsonl), *args))
-    parts = [b for piece in _pieces(messy_jsonl, 40) for b in read_jsonl_piece(piece, *args)]
+    parts = [b for piece in _pieces(messy_jsonl, 40) for b in read_jsonl_pieces([piece], *args)]
     assert pa.Table.from_batches(parts, schema=whole.schema).equals(whole)
     assert "invalid_utf8" in whole.column("reason").to_pylist()
 
@@ -143,7 +143,7 @@ def test_many_gzip_files_become_many_tasks(spark, tmp_path):
         with gzip.open(tmp_path / f"part-{i}.jsonl.gz", "wt") as f:
             f.write("".join(json.dumps(r) + "\n" for r in records[2 * i:2 * i + 2]))
     src = SourceConfig(name="gz", type="jsonl", path=str(tmp_path))
-    rows = _jsonl_rows(spark, src, DEFAULT_COLUMNS, IngestConfig(split_bytes=1))
+    rows = _task_per_reader(spark, _jsonl_readers(spark, src, DEFAULT_COLUMNS, IngestConfig(split_bytes=1)))
     assert rows.rdd.getNumPartitions() == 6
     assert sorted(r["path"] for r in rows.collect()) == sorted(r["path"] for r in records)
 
