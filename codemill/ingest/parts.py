@@ -104,9 +104,15 @@ def write_part(batches: Iterable[pa.RecordBatch], docs: str, dropped: str, index
     try:
         for batch in batches:
             _tally(tally, batch)
-            kept = pc.is_null(batch.column("reason"))
-            writers[0].add(batch.filter(kept).select(DOC_COLUMNS).cast(DOC_ARROW_SCHEMA))
-            writers[1].add(_dropped(batch.filter(pc.invert(kept)), stage))
+            kept_rows = batch.column("reason").null_count
+            if kept_rows == batch.num_rows:  # no copy
+                writers[0].add(batch.select(DOC_COLUMNS))
+            elif kept_rows == 0:
+                writers[1].add(_dropped(batch, stage))
+            else:
+                kept = pc.is_null(batch.column("reason"))
+                writers[0].add(batch.filter(kept).select(DOC_COLUMNS))
+                writers[1].add(_dropped(batch.filter(pc.invert(kept)), stage))
     except BaseException:
         for writer in writers:
             writer.abort()

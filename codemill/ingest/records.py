@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from codemill.errors import InputError
 from codemill.ingest.languages import lang_of_path, normalise_lang
 from codemill.ingest.rows import BATCH_ROWS, decode, make_row, to_batches
-from codemill.ingest.splits import Piece, is_compressed, range_lines
+from codemill.ingest.splits import Piece, is_compressed, numbered_lines, range_lines
 from codemill.storage import display, name
 from codemill.storage.folder import Folder
 
@@ -90,11 +90,11 @@ def _file_lines(path: str, data: bytes | None) -> Iterator[tuple[int, bytes]]:
     gzip file is an InputError naming it and the last line read."""
     with open(path, "rb") if data is None else io.BytesIO(data) as raw:
         if not is_compressed(path):
-            yield from enumerate(raw, start=1)
+            yield from numbered_lines(raw)
             return
         lineno = 0
         try:
-            for lineno, line in enumerate(gzip.GzipFile(fileobj=raw), start=1):
+            for lineno, line in numbered_lines(gzip.GzipFile(fileobj=raw)):
                 yield lineno, line
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise InputError(f"{path}: truncated or damaged gzip file after line {lineno} ({exc}); "
@@ -126,28 +126,38 @@ def _parse_object(text: str) -> dict[str, Any]:
 
 
 def jsonl_rows(
-    lines: Iterator[tuple[int, bytes]], path: str, columns: dict[str, str], source: str,
+    lines: Iterator[tuple[int, bytes | memoryview]], path: str, columns: dict[str, str], source: str,
     invalid_utf8: str, malformed: str,
 ) -> Iterator[dict[str, Any]]:
     """Numbered JSONL lines of the file `path` -> rows; records are named `file:line`."""
     name = path.rstrip("/").rsplit("/", 1)[-1]
     for lineno, raw in lines:
-        if not raw.strip():
-            continue
+        try:  # the common case first: valid UTF-8 holding an object orjson reads
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            record = None
+        text, invalid = None, False
+        if not isinstance(record, dict):
+            raw = bytes(raw)
+            if not raw.strip():
+                continue
+            text, invalid = decode(raw, invalid_utf8)
+            if text is None:
+                yield make_row(source=source, path=f"{name}:{lineno}", content=None, raw_size=len(raw),
+                               lang=None, invalid_utf8=True, reason="invalid_utf8", detail=f"{path}:{lineno}")
+                continue
         where = f"{path}:{lineno}"
-        text, invalid = decode(raw, invalid_utf8)
-        if text is None:
-            yield make_row(source=source, path=f"{name}:{lineno}", content=None, raw_size=len(raw),
-                           lang=None, invalid_utf8=True, reason="invalid_utf8", detail=where)
-            continue
         try:
-            yield record_row(_parse_object(text), columns, source, where, invalid, f"{name}:{lineno}")
+            yield record_row(record if text is None else _parse_object(text), columns, source, where, invalid,
+                             f"{name}:{lineno}")
         except (ValueError, InputError) as exc:
             message = f"{where}: malformed JSONL record: {exc}"
             if malformed == "error":
                 raise InputError(
                     message + " (set ingest.malformed_jsonl = \"quarantine\" to set such lines aside)"
                 ) from None
+            if text is None:
+                text, invalid = decode(bytes(raw), invalid_utf8)
             yield make_row(source=source, path=f"{name}:{lineno}", content=text, raw_size=len(raw),
                            lang=None, invalid_utf8=invalid, reason="malformed_jsonl", detail=message)
 

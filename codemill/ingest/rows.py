@@ -90,7 +90,9 @@ def make_row(
 
 
 def to_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
-    return pa.RecordBatch.from_pylist(rows, schema=ARROW_ROW_SCHEMA)
+    # column by column: several times faster than RecordBatch.from_pylist
+    return pa.RecordBatch.from_arrays([pa.array([row[f.name] for row in rows], f.type) for f in ARROW_ROW_SCHEMA],
+                                      schema=ARROW_ROW_SCHEMA)
 
 
 def to_batches(rows: Iterable[dict[str, Any]], max_rows: int = BATCH_ROWS,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import pyarrow.parquet as pq
 
@@ -24,6 +24,7 @@ T = TypeVar("T")
 # Below this, a task's fixed cost outweighs what splitting gains.
 MIN_SPLIT_BYTES = 1 << 20
 _COUNT_CHUNK = 8 << 20
+_READ_BLOCK = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,31 @@ def with_line_offsets(pieces: list[Piece], counts: dict[tuple[str, int], int]) -
     return out
 
 
+def numbered_lines(f: BinaryIO, lineno: int = 1, pos: int = 0, end: int | None = None
+                   ) -> Iterator[tuple[int, memoryview]]:
+    """(line number, raw line with its b"\\n") of a binary stream from `pos` on, until a
+    line begins at or after `end`. Read in large blocks and handed out as views into
+    them: several times faster than iterating the stream line by line."""
+    tail = b""
+    while True:
+        block = f.read(_READ_BLOCK)
+        if not block:
+            if tail and (end is None or pos < end):
+                yield lineno, memoryview(tail)
+            return
+        if tail:
+            block = tail + block
+        view, start = memoryview(block), 0
+        while (stop := block.find(b"\n", start)) >= 0:
+            if end is not None and pos >= end:
+                return
+            yield lineno, view[start:stop + 1]
+            pos += stop + 1 - start
+            lineno += 1
+            start = stop + 1
+        tail = block[start:]
+
+
 def range_lines(piece: Piece) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) for every line that begins in the piece's range."""
     with open(piece.path, "rb") as f:
@@ -126,10 +152,4 @@ def range_lines(piece: Piece) -> Iterator[tuple[int, bytes]]:
             partial = f.readline()  # the end of the line before; b"\n" if a line begins at start
             pos += len(partial) - 1
             lineno += partial != b"\n"
-        while piece.end is None or pos < piece.end:
-            line = f.readline()
-            if not line:
-                break
-            yield lineno, line
-            pos += len(line)
-            lineno += 1
+        yield from numbered_lines(f, lineno, pos, piece.end)

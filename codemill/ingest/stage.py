@@ -45,6 +45,7 @@ from codemill.storage import is_local, local_path
 from codemill.storage.folder import Folder
 
 STAGE = "ingest"
+DRIVER_COUNT_BYTES = 1 << 30
 
 LISTING_SCHEMA = ("source string, repo string, license string, root string, path string, size long, "
                   "mtime_ns long, reason string")
@@ -117,17 +118,22 @@ def _split_size(spark: SparkSession, total_bytes: int, cfg: IngestConfig) -> int
 
 
 def _line_offsets(spark: SparkSession, tasks: list[list[Piece]]) -> list[list[Piece]]:
-    """Tasks whose ranges know the newlines before them: a first pass counts the
-    newlines of every range but a file's last, in parallel, one task per read task."""
-    if not any(p.end is not None for task in tasks for p in task):
+    """Tasks whose ranges know the newlines before them: the newlines of every range but
+    a file's last are counted first, here when they are few (a Spark job costs more than
+    counting a few hundred MB), else in parallel, one task per read task."""
+    ranges = [p for task in tasks for p in task if p.end is not None]
+    if not ranges:
         return tasks
 
-    def count(task: list[Piece]) -> list[tuple[tuple[str, int], int]]:
-        return [((p.path, p.start), count_newlines(p.path, p.start, p.end)) for p in task if p.end is not None]
+    def count(pieces: list[Piece]) -> list[tuple[tuple[str, int], int]]:
+        return [((p.path, p.start), count_newlines(p.path, p.start, p.end)) for p in pieces if p.end is not None]
 
-    counted = [t for t in tasks if any(p.end is not None for p in t)]
-    with step("count lines of split files"):
-        counts = dict(spark.sparkContext.parallelize(counted, len(counted)).flatMap(count).collect())
+    if sum(p.end - p.start for p in ranges) <= DRIVER_COUNT_BYTES:
+        counts = dict(count(ranges))
+    else:
+        counted = [t for t in tasks if any(p.end is not None for p in t)]
+        with step("count lines of split files"):
+            counts = dict(spark.sparkContext.parallelize(counted, len(counted)).flatMap(count).collect())
     offsets = iter(with_line_offsets([p for task in tasks for p in task], counts))
     return [[next(offsets) for _ in task] for task in tasks]
 
