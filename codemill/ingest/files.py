@@ -40,20 +40,20 @@ def file_row(meta: dict[str, Any], data: bytes, max_file_bytes: int, invalid_utf
     lang = lang_of_path(path, data[:256])
     if len(data) > max_file_bytes:  # grew since it was listed
         return make_row(**meta, content=None, raw_size=len(data), lang=lang, reason="too_large",
-                        raw_sha256=raw_sha)
+                        sha256=raw_sha)
     if b"\0" in data[:BINARY_PROBE_BYTES]:
         return make_row(**meta, content=None, raw_size=len(data), lang=lang, reason="binary",
-                        raw_sha256=raw_sha)
+                        sha256=raw_sha)
     if not data.strip():
         return make_row(**meta, content=None, raw_size=len(data), lang=lang, reason="empty",
-                        raw_sha256=raw_sha)
+                        sha256=raw_sha)
     if lang is None:
         return make_row(**meta, content=None, raw_size=len(data), lang=None,
-                        reason="unknown_language", raw_sha256=raw_sha)
+                        reason="unknown_language", sha256=raw_sha)
     text, invalid = decode(data, invalid_utf8)
     if text is None:
         return make_row(**meta, content=None, raw_size=len(data), lang=lang,
-                        invalid_utf8=True, reason="invalid_utf8", raw_sha256=raw_sha)
+                        invalid_utf8=True, reason="invalid_utf8", sha256=raw_sha)
     lang = refine_header_lang(lang, path, text)
     return make_row(**meta, content=text, raw_size=len(data), lang=lang, invalid_utf8=invalid)
 

@@ -12,15 +12,18 @@ import io
 import json
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from codemill.arrow_batches import byte_slices
 from codemill.errors import InputError
 from codemill.ingest.languages import lang_of_path, normalise_lang
-from codemill.ingest.rows import BATCH_ROWS, decode, make_row, to_batches
+from codemill.ingest.rows import ARROW_ROW_SCHEMA, BATCH_BYTES, BATCH_ROWS, decode, make_row, to_batch, to_batches
 from codemill.ingest.splits import Piece, is_compressed, numbered_lines, range_lines
 from codemill.storage import display, name
 from codemill.storage.folder import Folder
@@ -43,6 +46,14 @@ def _stars(value: Any) -> int | None:
         return None
 
 
+class ContentFacts(NamedTuple):
+    """What a row needs to know of a record's text."""
+
+    size: int  # UTF-8 bytes
+    sha256: str
+    blank: bool  # empty or only whitespace
+
+
 def record_row(
     record: dict[str, Any], columns: dict[str, str], source: str, where: str,
     invalid_utf8: bool = False, default_path: str | None = None,
@@ -50,12 +61,30 @@ def record_row(
     """One record -> one row. `where` ("file:line") names the record in messages; a record
     without a path gets `default_path`, or else its content hash."""
     content = record.get(columns["content"])
+    if content is None:
+        return facts_row(record, columns, source, where, None, invalid_utf8, default_path)
+    if not isinstance(content, str):
+        raise InputError(
+            f"{where}: column {columns['content']!r} holds {type(content).__name__}, not text"
+        )
+    utf8 = content.encode("utf-8")
+    # `isspace` is `not content.strip()` without copying the text
+    facts = ContentFacts(len(utf8), hashlib.sha256(utf8).hexdigest(), not content or content.isspace())
+    row = facts_row(record, columns, source, where, facts, invalid_utf8, default_path)
+    if row["reason"] is None:
+        row["content"] = content
+    return row
+
+
+def facts_row(
+    record: dict[str, Any], columns: dict[str, str], source: str, where: str,
+    facts: ContentFacts | None, invalid_utf8: bool = False, default_path: str | None = None,
+) -> dict[str, Any]:
+    """A record's row from its other fields and what is known of its text (None: it has
+    none); the content itself is left null for the caller to fill in when kept."""
     path = record.get(columns["path"])
     if path in (None, ""):
-        path = default_path or (
-            "sha256:" + hashlib.sha256(content.encode()).hexdigest()
-            if isinstance(content, str) else where
-        )
+        path = default_path or ("sha256:" + facts.sha256 if facts else where)
     path = str(path)
     repo = record.get(columns["repo"])
     meta = dict(
@@ -65,24 +94,16 @@ def record_row(
         license=_license_text(record.get(columns["license"])),
         stars=_stars(record.get(columns["stars"])),
         invalid_utf8=invalid_utf8,
+        content=None,
     )
     lang = normalise_lang(record.get(columns["lang"])) or lang_of_path(path)
-    if content is None:
-        return make_row(**meta, content=None, raw_size=0, lang=lang, reason="missing_content",
-                        detail=where)
-    if not isinstance(content, str):
-        raise InputError(
-            f"{where}: column {columns['content']!r} holds {type(content).__name__}, not text"
-        )
-    utf8 = content.encode("utf-8")
-    size = len(utf8)
-    if not content or content.isspace():  # as `not content.strip()`, without copying it
-        return make_row(**meta, content=None, raw_size=size, lang=lang, reason="empty",
-                        detail=where)
+    if facts is None:
+        return make_row(**meta, raw_size=0, lang=lang, reason="missing_content", detail=where)
+    if facts.blank:
+        return make_row(**meta, raw_size=facts.size, lang=lang, reason="empty", detail=where)
     if lang is None:
-        return make_row(**meta, content=None, raw_size=size, lang=None,
-                        reason="unknown_language", detail=where)
-    return make_row(**meta, content=content, raw_size=size, lang=lang, utf8=utf8)
+        return make_row(**meta, raw_size=facts.size, lang=None, reason="unknown_language", detail=where)
+    return make_row(**meta, raw_size=facts.size, lang=lang, sha256=facts.sha256)
 
 
 def _file_lines(path: str, data: bytes | None) -> Iterator[tuple[int, bytes]]:
@@ -104,7 +125,7 @@ def _file_lines(path: str, data: bytes | None) -> Iterator[tuple[int, bytes]]:
 def first_record_fields(path: str) -> list[str]:
     """The fields of the first record of a local JSONL file (for messages)."""
     for _, raw in _file_lines(path, None):
-        if raw.strip():
+        if raw := bytes(raw).strip():
             try:
                 return sorted(_parse_object(raw.decode("utf-8", "replace")))
             except ValueError:
@@ -196,6 +217,52 @@ def _batch_rows(batch: pa.RecordBatch, first_row: int, where: str, default_name:
                          default_path=f"{default_name}:{i}" if default_name else None)
 
 
+_ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.isspace accepts below 128
+_UNTELLING = _ASCII_SPACE + bytes(range(128, 256))
+_CONTENT = ARROW_ROW_SCHEMA.get_field_index("content")
+
+
+def _blank(text: memoryview) -> bool:
+    """`str.isspace` of UTF-8 text (True when empty), decoding it only when its first
+    bytes hold no ASCII character that is not whitespace."""
+    if not text.nbytes:
+        return True
+    if bytes(text[:64]).translate(None, _UNTELLING):
+        return False
+    return str(text, "utf-8", "replace").isspace()
+
+
+def records_batches(batch: pa.RecordBatch, first_row: int, where: str, default_name: str | None,
+                    columns: dict[str, str], source: str) -> Iterator[pa.RecordBatch]:
+    """A batch of records -> batches of rows, named as `_batch_rows` names them. A text
+    column stays in Arrow: it is hashed and measured where it lies and becomes the
+    rows' content without passing through Python strings."""
+    content = batch.column(columns["content"]) if columns["content"] in batch.schema.names else None
+    if content is None or not (pa.types.is_string(content.type) or pa.types.is_large_string(content.type)):
+        yield from to_batches(_batch_rows(batch, first_row, where, default_name, columns, source))
+        return
+    content = content.cast(pa.string())
+    offsets = np.frombuffer(content.buffers()[1], np.int32, len(content) + 1, content.offset * 4).tolist()
+    data = memoryview(content.buffers()[2] or b"")
+    others = record_columns(batch, {k: c for k, c in columns.items() if c != columns["content"]})
+    rows = []
+    for i, (record, present) in enumerate(zip(others.to_pylist(), content.is_valid().to_pylist())):
+        facts = None
+        if present:
+            text = data[offsets[i]:offsets[i + 1]]
+            facts = ContentFacts(text.nbytes, hashlib.sha256(text).hexdigest(), _blank(text))
+        n = first_row + i
+        rows.append(facts_row(record, columns, source, f"{where}:{n}", facts,
+                              default_path=f"{default_name}:{n}" if default_name else None))
+    out = to_batch(rows)
+    kept = pc.is_null(out.column("reason"))
+    if pc.all(kept).as_py():
+        out = out.set_column(_CONTENT, "content", content)
+    else:
+        out = out.set_column(_CONTENT, "content", pc.if_else(kept, content, pa.scalar(None, pa.string())))
+    yield from byte_slices(out, "content", BATCH_BYTES)
+
+
 def read_arrow_stream(
     path: str, label: str, columns: dict[str, str], source: str, data: bytes | None = None
 ) -> Iterator[pa.RecordBatch]:
@@ -203,18 +270,21 @@ def read_arrow_stream(
     named `label:row` (a stable position inside one file). From the local file `path`,
     or from `data` read elsewhere."""
 
-    def rows(stream: pa.ipc.RecordBatchStreamReader) -> Iterator[dict[str, Any]]:
+    def rows(stream: pa.ipc.RecordBatchStreamReader) -> Iterator[pa.RecordBatch]:
         offset = 0
         for batch in stream:
-            yield from _batch_rows(batch, offset, label, label, columns, source)
+            yield from records_batches(batch, offset, label, label, columns, source)
             offset += batch.num_rows
 
     with pa.memory_map(path) if data is None else pa.BufferReader(data) as mm:
-        yield from to_batches(rows(pa.ipc.open_stream(mm)))
+        yield from rows(pa.ipc.open_stream(mm))
 
 
-def _parquet_task_rows(groups: list[tuple[str, int, int]], columns: dict[str, str],
-                       source: str) -> Iterator[dict[str, Any]]:
+def read_parquet_task(
+    groups: list[tuple[str, int, int]], columns: dict[str, str], source: str
+) -> Iterator[pa.RecordBatch]:
+    """Row groups (file, index, first row) of local Parquet files -> rows, read with
+    pyarrow; records are named `file:row`, and one without a path gets `name:row`."""
     open_path, file = None, None
     for path, group, first_row in groups:
         if path != open_path:
@@ -223,16 +293,8 @@ def _parquet_task_rows(groups: list[tuple[str, int, int]], columns: dict[str, st
             name = path.rstrip("/").rsplit("/", 1)[-1]
         offset = first_row
         for batch in file.read_row_group(group, columns=wanted).to_batches(max_chunksize=BATCH_ROWS):
-            yield from _batch_rows(batch, offset, path, name, columns, source)
+            yield from records_batches(batch, offset, path, name, columns, source)
             offset += batch.num_rows
-
-
-def read_parquet_task(
-    groups: list[tuple[str, int, int]], columns: dict[str, str], source: str
-) -> Iterator[pa.RecordBatch]:
-    """Row groups (file, index, first row) of local Parquet files -> rows, read with
-    pyarrow; records are named `file:row`, and one without a path gets `name:row`."""
-    yield from to_batches(_parquet_task_rows(groups, columns, source))
 
 
 def parquet_to_rows(
@@ -241,14 +303,15 @@ def parquet_to_rows(
     """mapInArrow body for Parquet records read by Spark: `_file` and `_row` (the file and
     the row's index in it) name them as `read_parquet_task` does."""
 
-    def rows() -> Iterator[dict[str, Any]]:
-        for batch in batches:
-            files, positions = batch.column("_file").to_pylist(), batch.column("_row").to_pylist()
-            for file, row, record in zip(files, positions, record_columns(batch, columns).to_pylist()):
-                name = file.rstrip("/").rsplit("/", 1)[-1]
-                yield record_row(record, columns, source, f"{file}:{row}", default_path=f"{name}:{row}")
-
-    yield from to_batches(rows())
+    for batch in batches:
+        files, positions = batch.column("_file").to_pylist(), batch.column("_row").to_pylist()
+        start = 0
+        for i in range(1, len(files) + 1):  # runs of consecutive rows of one file
+            if i == len(files) or files[i] != files[start] or positions[i] != positions[i - 1] + 1:
+                file = files[start]
+                yield from records_batches(batch.slice(start, i - start), positions[start], file,
+                                           file.rstrip("/").rsplit("/", 1)[-1], columns, source)
+                start = i
 
 
 def list_jsonl_files(root: Folder) -> list[str]:

@@ -60,15 +60,13 @@ def make_row(
     invalid_utf8: bool = False,
     reason: str | None = None,
     detail: str | None = None,
-    raw_sha256: str | None = None,
-    utf8: bytes | None = None,
+    sha256: str | None = None,
 ) -> dict[str, Any]:
-    """One output row; a row with content is hashed on its UTF-8 text (`utf8`, when the
-    caller has encoded it already)."""
-    if content is not None:
-        sha = hashlib.sha256(content.encode("utf-8") if utf8 is None else utf8).hexdigest()
-    else:
-        sha = raw_sha256
+    """One output row. `sha256`: the content's hash when known already (for a row without
+    content, that of the raw bytes); else a row with content is hashed on its UTF-8 text."""
+    sha = sha256
+    if sha is None and content is not None:
+        sha = hashlib.sha256(content.encode("utf-8")).hexdigest()
     id_key = f"{repo}/{path}" if repo else path
     return {
         "id": document_id(source, id_key, sha or ""),
