@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -67,12 +68,26 @@ def _java_root(exc: BaseException) -> tuple[str, str] | None:
         return None
 
 
-def diagnose(exc: BaseException, writing: str = "") -> Diagnosis:
+def _jvm_out_of_memory(jvm_log: Path | None) -> str | None:
+    """The JVM's OutOfMemoryError in its log, if it had one."""
+    if jvm_log is None or not jvm_log.is_file():
+        return None
+    with open(jvm_log, "rb") as f:
+        f.seek(max(0, f.seek(0, 2) - (4 << 20)))
+        match = re.search(rb"OutOfMemoryError: ([^\n]+)", f.read())
+    return match.group(1).decode("utf-8", "replace").strip() if match else None
+
+
+def diagnose(exc: BaseException, writing: str = "", jvm_log: Path | None = None) -> Diagnosis:
     """The cause of `exc` in one line, what it concerns, and what to do; `writing` is the
-    output the failed work was writing, if any."""
+    output the failed work was writing, if any; `jvm_log`, the JVM's log, names what
+    stopped Spark when all the error says is that it stopped."""
     if isinstance(exc, (InputError, ConfigError)):
         return Diagnosis(str(exc).strip())  # ours: written to be read whole
     text = str(exc)
+    if "SparkContext was shut down" in text and (kind := _jvm_out_of_memory(jvm_log)):
+        # an executor thread ran out of memory and the JVM stopped Spark
+        return Diagnosis(f"out of memory ({kind})", hint=MEMORY_HINT)
     if (match := _CODEMILL_ERROR.search(text)):
         return Diagnosis(match.group(1).strip())
     if "OutOfMemoryError" in text or isinstance(exc, MemoryError):

@@ -57,3 +57,16 @@ def test_out_of_memory_and_full_disk_come_with_a_hint():
 
 def test_codemill_errors_are_their_message():
     assert diagnose(ConfigError("spark.master: bad")).line("run") == "run failed: spark.master: bad"
+
+
+def test_spark_stopped_by_an_out_of_memory_error_names_it(tmp_path):
+    """An executor thread that runs out of heap stops the JVM's Spark; the job fails with
+    "SparkContext was shut down" and only the JVM's log says why."""
+    stopped = RuntimeError("SparkException: Job 166 cancelled because SparkContext was shut down")
+    log = tmp_path / "jvm.log"
+    log.write_text("WARN BlockManager: Putting block rdd_584_0 failed\n"
+                   "Caused by: java.lang.OutOfMemoryError: Java heap space\n\tat org.apache.parquet.bytes\n")
+    diagnosis = diagnose(stopped, jvm_log=log)
+    assert (diagnosis.cause, diagnosis.hint) == ("out of memory (Java heap space)", MEMORY_HINT)
+    log.write_text("INFO nothing to see\n")
+    assert diagnose(stopped, jvm_log=log).cause.endswith("cancelled because SparkContext was shut down")

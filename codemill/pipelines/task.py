@@ -164,7 +164,7 @@ class RunStage(luigi.Task):
         log.info(done)
 
     def on_failure(self, exception: BaseException) -> str:
-        diagnosis = diagnose(exception, writing=display(self.output_uri))
+        diagnosis = diagnose(exception, writing=display(self.output_uri), jvm_log=jvm_log_file(self.cfg))
         message = diagnosis.line(self.label)
         hint = f"\n  hint: {diagnosis.hint}" if diagnosis.hint else ""
         log.error(f"{message}{hint}\n  full stack: {failure_log(self.cfg, self.label, exception)}")
