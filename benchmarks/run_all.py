@@ -7,9 +7,10 @@ import os
 import platform
 import subprocess
 from datetime import date
-from pathlib import Path
 
 from benchmarks.machine import cpu_model
+from benchmarks.scale import RESULTS
+from benchmarks.scale import SECTION as SCALE_SECTION
 
 BENCHMARKS = [
     "benchmarks.cli_startup",
@@ -32,6 +33,15 @@ def machine() -> str:
             f"{platform.release()}, Python {platform.python_version()}, {java}")
 
 
+def scale_section(text: str) -> str:
+    """`make bench-scale`'s section (recorded on its own, kept across `make bench`)."""
+    start = text.find(SCALE_SECTION)
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + len(SCALE_SECTION))
+    return text[start:end if end >= 0 else len(text)].rstrip()
+
+
 def main() -> None:
     sections = []
     for name in BENCHMARKS:
@@ -40,7 +50,8 @@ def main() -> None:
         print(section + "\n", flush=True)
         sections.append(section)
     header = f"# Benchmark results\n\nRecorded by `make bench` on {date.today()}: {machine()}.\n"
-    Path("benchmarks/RESULTS.md").write_text(header + "\n" + "\n\n".join(sections) + "\n")
+    scale = scale_section(RESULTS.read_text()) if RESULTS.exists() else ""
+    RESULTS.write_text(header + "\n" + "\n\n".join(sections) + "\n" + (f"\n{scale}\n" if scale else ""))
     print("written benchmarks/RESULTS.md")
 
 
