@@ -136,7 +136,7 @@ def test_every_spark_job_of_a_run_names_its_stage(spark, finished_run):
     assert {"ingest", "exact_dedup", "near_dedup", "filters", "kinds", "tokenizer",
             "token_counts", "shards[base]", "shards[python]", "report"} <= stages
     descriptions = {job["description"] for job in grouped}
-    assert {"near_dedup: LSH candidate pairs", "ingest: write kept documents",
+    assert {"near_dedup: LSH candidate pairs", "ingest: read every source and write both tables",
             "shards[base]: tokenize, FIM and pack"} <= descriptions
 
 
