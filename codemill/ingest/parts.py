@@ -19,14 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from codemill.ingest.rows import ARROW_ROW_SCHEMA
 from codemill.schema import DOC_COLUMNS, DROPPED_COLUMNS
 
 # The document table's Arrow schema, as Spark reads it back (every column nullable).
-DOC_ARROW_SCHEMA = pa.schema([
-    pa.field(c, pa.int64() if c in ("size_bytes", "stars") else pa.bool_() if c == "invalid_utf8"
-             else pa.string())
-    for c in DOC_COLUMNS
-])
+DOC_ARROW_SCHEMA = pa.schema([ARROW_ROW_SCHEMA.field(c) for c in DOC_COLUMNS])
 DROPPED_ARROW_SCHEMA = pa.schema(
     list(DOC_ARROW_SCHEMA) + [pa.field(c, pa.string()) for c in DROPPED_COLUMNS[len(DOC_COLUMNS):]])
 
@@ -86,12 +83,16 @@ def _dropped(batch: pa.RecordBatch, stage: str) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=DROPPED_ARROW_SCHEMA)
 
 
+def _count(tally: Tally, key: tuple[str, str | None], n: int, size: int) -> None:
+    counts = tally.setdefault(key, [0, 0])
+    counts[0] += n
+    counts[1] += size
+
+
 def _tally(tally: Tally, batch: pa.RecordBatch) -> None:
     for source, reason, size in zip(batch.column("source").to_pylist(), batch.column("reason").to_pylist(),
                                     batch.column("size_bytes").to_pylist()):
-        counts = tally.setdefault((source, reason), [0, 0])
-        counts[0] += 1
-        counts[1] += size
+        _count(tally, (source, reason), 1, size)
 
 
 def write_part(batches: Iterable[pa.RecordBatch], docs: str, dropped: str, index: int,
@@ -132,9 +133,7 @@ def run_part(task: tuple[int, Callable[[], Iterator[pa.RecordBatch]]], docs: str
 def merge_tallies(tallies: Iterable[tuple[tuple[str, str | None], list[int]]]) -> Tally:
     merged: Tally = {}
     for key, (n, size) in tallies:
-        counts = merged.setdefault(key, [0, 0])
-        counts[0] += n
-        counts[1] += size
+        _count(merged, key, n, size)
     return merged
 
 
