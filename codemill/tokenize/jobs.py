@@ -1,15 +1,20 @@
 """Tokenization as Spark jobs: the tokenizer model is shipped to executors with
 `SparkContext.addFile`, documents are encoded over Arrow batches, and each
-partition packs its own shards, whose bytes the driver writes to the output folder
-through storage (executors' Python cannot reach Hadoop's file systems)."""
+partition packs its own shards. On a local (or shared, mounted) output folder the
+partitions write their shard files themselves and the driver only renames them into
+global order; elsewhere the driver streams their bytes into the output folder through
+storage (executors' Python cannot reach Hadoop's file systems)."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator
-from typing import Any
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 from pyspark import StorageLevel, TaskContext
@@ -19,10 +24,11 @@ from tqdm import tqdm
 
 from codemill.observe import step
 from codemill.spark import ship_file
+from codemill.storage import is_local, local_path
 from codemill.storage.folder import Folder
 from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.pack import PackStats, pack_documents
-from codemill.tokenize.shards import ShardError, ShardInfo, shard_name
+from codemill.tokenize.shards import ShardError, ShardInfo, local_opener, shard_name
 from codemill.tokenize.tokenizer import Tokenizer, load_tokenizer
 
 # A packing partition's output rows, numbered (part, seq) in the order they are written.
@@ -35,6 +41,10 @@ CHUNK_SCHEMA = pa.schema([("part", pa.int32()), ("seq", pa.int64()), ("file", pa
 # CHUNK_BYTES of a shard (the JVM pickles a row through a few copies of it).
 STREAM_SLICE_BYTES = 16 << 20
 CHUNK_BYTES = 1 << 20
+
+# Where partitions write their shard files when the output folder is local; the driver
+# renames them out of it in global order, then removes it with any killed attempt's files.
+PACKED_DIR = ".packed"
 
 # Buckets of the shuffle key: many more than partitions, so hash partitioning spreads
 # them evenly and each partition's set of documents depends only on the data.
@@ -97,6 +107,10 @@ def write_shards(
         .sortWithinPartitions("_order", "fim_id")
     )
 
+    # Local: each partition writes its shard files and returns only their names and
+    # counts. Else its shards' bytes come back as chunk rows for the driver to write.
+    direct = str(local_path(out.join(PACKED_DIR))) if is_local(out.uri) else None
+
     def pack_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from codemill.tokenize.shards import ShardWriter
 
@@ -117,7 +131,8 @@ def write_shards(
             sinks.append(_Chunks(name))
             return sinks[-1]
 
-        with ShardWriter(None, pack.seq_len, prefix=f"part-{pid:05d}", open_file=open_sink) as writer:
+        open_file: Callable[[str], BinaryIO] = local_opener(direct) if direct else open_sink
+        with ShardWriter(None, pack.seq_len, prefix=f"part-{pid:05d}", open_file=open_file) as writer:
             for packed in pack_documents(docs, tok, fim, pack, seed, stats):
                 writer.write(packed)
                 yield from drain()
@@ -125,15 +140,34 @@ def write_shards(
         yield _chunk_row(pid, next(seq), shards=json.dumps([vars(i) for i in writer.shards]),
                          stats=json.dumps(stats.to_dict()))
 
+    packed = rows.mapInArrow(pack_partition, CHUNK_DDL)
+    if direct:
+        with step("tokenize, FIM and pack"):
+            ends = packed.drop("data").collect()
+        return _rename_packed(sorted(ends, key=lambda r: r["part"]), Path(direct), out)
     # Packed in parallel and kept on the executors' disks, then streamed to the driver in
     # order. A local checkpoint, not a cached table: caching would build a thousand chunks
     # (spark.sql.inMemoryColumnarStorage.batchSize rows) into one batch in the heap.
-    packed = rows.mapInArrow(pack_partition, CHUNK_DDL).localCheckpoint(
-        eager=False, storageLevel=StorageLevel.DISK_ONLY)
+    packed = packed.localCheckpoint(eager=False, storageLevel=StorageLevel.DISK_ONLY)
     with step("tokenize, FIM and pack"):
         largest, total = _partition_bytes(packed)
     with step("stream shards to the driver"):
         return _write_streamed(streamable(packed, largest, total).toLocalIterator(prefetchPartitions=True), out)
+
+
+def _rename_packed(ends: list[Any], packed_dir: Path, out: Folder) -> tuple[list[ShardInfo], PackStats]:
+    """Partitions' shard files (named by partition) -> shard-00000.arrow, … in partition
+    order; `ends` are the partitions' final rows, in order."""
+    stats, infos = PackStats(), []
+    target = local_path(out.uri)
+    for r in ends:
+        stats.merge(PackStats(**json.loads(r["stats"])))
+        for info in json.loads(r["shards"]):
+            name = shard_name("shard", len(infos))
+            os.replace(packed_dir / info["file"], target / name)
+            infos.append(ShardInfo(name, info["rows"], info["bytes"], info["sha256"]))
+    shutil.rmtree(packed_dir, ignore_errors=True)
+    return infos, stats
 
 
 def _chunk_row(part: int, seq: int, **values: Any) -> pa.RecordBatch:

@@ -493,6 +493,26 @@ def test_streamed_shards_are_numbered_globally_and_checked(tok, tmp_path):
         _write_streamed(iter(_streamed_partition(tok, 0, tamper=True)), Folder(tmp_path / "bad"))
 
 
+def test_partitions_write_local_shards_that_the_driver_numbers_in_partition_order(spark, tok, held_out,
+                                                                                  tmp_path):
+    from codemill.tokenize.jobs import PACKED_DIR, write_shards
+
+    docs = spark.createDataFrame([(f"doc-{k}", text, 0) for k, text in enumerate(held_out * 3)],
+                                 "id string, content string, copy int")
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        (out / PACKED_DIR).mkdir(parents=True)  # a killed attempt's leftover
+        (out / PACKED_DIR / ".part-00000-00000.arrow.tmp-1-dead").write_bytes(b"partial")
+        infos, stats = write_shards(spark, docs, tok, FimConfig(), PackConfig(seq_len=256), 0, 3, Folder(out))
+        assert [p.name for p in sorted(out.iterdir())] == [f"shard-{i:05d}.arrow" for i in range(len(infos))]
+        assert sum(i.rows for i in infos) == stats.sequences > 0
+        assert stats.docs_in == 3 * len(held_out)
+        assert [hashlib.sha256((out / i.file).read_bytes()).hexdigest() for i in infos] == [i.sha256 for i in infos]
+        runs.append([i.sha256 for i in infos])
+    assert runs[0] == runs[1] and len(runs[0]) >= 3  # every partition wrote its shards
+
+
 def test_large_packed_partitions_reach_the_driver_in_order_in_bounded_slices(spark):
     from pyspark.sql import functions as F
 
