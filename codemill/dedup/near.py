@@ -201,34 +201,37 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> Ne
 
     # Intermediate tables are checkpointed lazily: the count or aggregate that follows each
     # is the job that materialises it, and later steps reuse it instead of recomputing.
-    pairs = candidate_pairs(docs, cfg, bands, rows).localCheckpoint(eager=False)
+    # (A checkpoint runs its plan's shuffles when it is made: it belongs to its step.)
     with step("LSH candidate pairs"):
+        pairs = candidate_pairs(docs, cfg, bands, rows).localCheckpoint(eager=False)
         n_candidates = pairs.count()
-    to_check, unchecked = _split_by_cluster_size(pairs, cfg.verify_min_cluster_size)
+    with step("clusters of candidate pairs"):
+        to_check, unchecked = _split_by_cluster_size(pairs, cfg.verify_min_cluster_size)
     few_ids = _fits_broadcast(spark, 2 * n_candidates, _ID_ROW_BYTES)
-    scored = verify_pairs(docs, to_check, cfg, few_ids).localCheckpoint(eager=False)
-    passed = scored.where(F.col("jaccard") >= cfg.threshold).select("a", "b")
     with step("exact Jaccard of candidate pairs"):
+        scored = verify_pairs(docs, to_check, cfg, few_ids).localCheckpoint(eager=False)
+        passed = scored.where(F.col("jaccard") >= cfg.threshold).select("a", "b")
         n_checked, n_passed = scored.agg(
             F.count(F.lit(1)), F.sum((F.col("jaccard") >= cfg.threshold).cast("long"))
         ).first()
-    decisions = _decide(docs, passed.unionByName(unchecked)).localCheckpoint(eager=False)
-
-    cluster_rows = _cluster_table(decisions)
-    sizes = (
-        cluster_rows.groupBy("size")
-        .agg(
-            F.count(F.lit(1)).alias("clusters"),
-            F.sum(((F.col("kept_count") != 1) | (F.col("kept_ids") != 1)).cast("long")).alias("bad"),
-            F.sum("dropped_bytes").alias("dropped_bytes"),
+    with step("clusters of near-duplicates and their kept documents"):
+        decisions = _decide(docs, passed.unionByName(unchecked)).localCheckpoint(eager=False)
+        cluster_rows = _cluster_table(decisions)
+        sizes = (
+            cluster_rows.groupBy("size")
+            .agg(
+                F.count(F.lit(1)).alias("clusters"),
+                F.sum(((F.col("kept_count") != 1) | (F.col("kept_ids") != 1)).cast("long")).alias("bad"),
+                F.sum("dropped_bytes").alias("dropped_bytes"),
+            )
+            .collect()
         )
-        .collect()
-    )
     bad = sum(r["bad"] for r in sizes)
     assert bad == 0, f"near_dedup: {bad} clusters do not keep exactly one document"
     n_dropped = sum(r["clusters"] * (r["size"] - 1) for r in sizes)
     dropped_bytes = sum(int(r["dropped_bytes"] or 0) for r in sizes)
-    n_in, bytes_in = docs.agg(F.count(F.lit(1)), F.sum("size_bytes")).first()
+    with step("count the input"):
+        n_in, bytes_in = docs.agg(F.count(F.lit(1)), F.sum("size_bytes")).first()
     bytes_in = int(bytes_in or 0)
 
     drops = decisions.where(F.col("id") != F.col("kept_id")).drop("size_bytes")

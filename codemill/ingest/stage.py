@@ -40,7 +40,7 @@ from codemill.ingest.splits import (
 )
 from codemill.ingest.walk import FileEntry, walk_source
 from codemill.observe import step
-from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
+from codemill.schema import DOC_COLUMNS, DOC_SCHEMA, DROPPED_SCHEMA, StageOutput, dropped_rows
 from codemill.storage import is_local, local_path
 from codemill.storage.folder import Folder
 
@@ -316,8 +316,8 @@ def ingest(
         for (_, reason), (n, size) in tally.items():
             before = counts.get(reason, (0, 0))
             counts[reason] = (before[0] + n, before[1] + size)
-        return StageOutput(spark.read.parquet(work.join("docs")), spark.read.parquet(work.join("dropped")),
-                           counts=counts)
+        return StageOutput(spark.read.schema(DOC_SCHEMA).parquet(work.join("docs")),
+                           spark.read.schema(DROPPED_SCHEMA).parquet(work.join("dropped")), counts=counts)
     parts = [_rows(spark, src, cfg, listings) for src in sources]
     rows = parts[0]
     for part in parts[1:]:

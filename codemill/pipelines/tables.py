@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from codemill.observe import step
-from codemill.schema import StageOutput
+from codemill.schema import DOC_SCHEMA, DROPPED_SCHEMA, StageOutput
 from codemill.stats import StageStats
 from codemill.storage import name
 from codemill.storage.folder import Folder
@@ -23,12 +23,23 @@ STATS = "stats.json"
 
 
 def write_table(df: DataFrame, uri: str) -> None:
-    """Parquet sorted by id: the same rows in the same order on every run."""
-    df.orderBy("id").write.mode("error").parquet(uri)
+    """Parquet parts by a hash of id, each sorted by id: the same rows in the same order
+    on every run. (Ids are hashes: a global sort would add a sampling pass over the
+    input and order nothing that means anything.)"""
+    df.repartition("id").sortWithinPartitions("id").write.mode("error").parquet(uri)
 
 
 def read_table(spark: SparkSession, uri: str) -> DataFrame:
     return spark.read.parquet(uri)
+
+
+def read_documents(spark: SparkSession, uri: str) -> DataFrame:
+    """A document table, read with its known schema (inferring it would be a Spark job)."""
+    return spark.read.schema(DOC_SCHEMA).parquet(uri)
+
+
+def read_dropped(spark: SparkSession, uri: str) -> DataFrame:
+    return spark.read.schema(DROPPED_SCHEMA).parquet(uri)
 
 
 def part_files(table: Folder) -> list[str]:
@@ -51,11 +62,13 @@ def table_digest(table: Folder) -> str:
 
 
 def table_counts(kept: DataFrame, dropped: DataFrame) -> dict[str | None, tuple[int, int]]:
-    """reason (None: kept) -> (documents, bytes), from written tables (cheap column scans)."""
-    row = kept.agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")).first()
-    grouped = dropped.groupBy("reason").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b"))
-    counts: dict[str | None, tuple[int, int]] = {None: (row["n"], row["b"] or 0)}
-    counts.update({r["reason"]: (r["n"], r["b"] or 0) for r in grouped.collect()})
+    """reason (None: kept) -> (documents, bytes), from written tables (cheap column scans,
+    one job)."""
+    rows = (kept.select(F.lit(None).cast("string").alias("reason"), "size_bytes")
+            .unionByName(dropped.select("reason", "size_bytes"))
+            .groupBy("reason").agg(F.count("*").alias("n"), F.sum("size_bytes").alias("b")))
+    counts: dict[str | None, tuple[int, int]] = {None: (0, 0)}
+    counts.update({r["reason"]: (r["n"], r["b"] or 0) for r in rows.collect()})
     return counts
 
 
@@ -100,7 +113,8 @@ def write_stage_output(spark: SparkSession, stage: str, out: StageOutput, upstre
     counts = out.counts
     if counts is None:
         with step("count what was kept and dropped"):
-            counts = table_counts(read_table(spark, work.join("docs")), read_table(spark, work.join("dropped")))
+            counts = table_counts(read_documents(spark, work.join("docs")),
+                                  read_dropped(spark, work.join("dropped")))
     stats = compute_stats(stage, source.docs_out if source else None, source.bytes_out if source else None,
                           counts, time.monotonic() - started)
     stats.extra.update(out.extra)

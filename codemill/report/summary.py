@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 import codemill
 from codemill.config import to_dict
-from codemill.pipelines.tables import read_table
+from codemill.pipelines.tables import read_documents
 from codemill.report import SCHEMA_VERSION
 from codemill.report.html import render_report
 from codemill.stats import StageStats
@@ -79,7 +79,7 @@ def build_report(
     stages = [StageStats.from_json(d.read_text("stats.json")) for d in stage_dirs.values()]
     final_dir = list(stage_dirs.values())[-1]
     by_lang = (
-        read_table(spark, final_dir.join("docs"))
+        read_documents(spark, final_dir.join("docs"))
         .groupBy("kind", "lang")
         .agg(F.count("*").alias("docs"), F.sum("size_bytes").alias("bytes"))
         .orderBy(F.desc("bytes"), "kind", "lang")

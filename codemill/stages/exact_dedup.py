@@ -25,6 +25,6 @@ class ExactDedup(DocumentStage):
 
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> StageOutput:
         from codemill.dedup.exact import exact_dedup
-        from codemill.pipelines.tables import read_table
+        from codemill.pipelines.tables import read_documents
 
-        return exact_dedup(spark, read_table(spark, docs_path(inputs)), self.cfg.exact_dedup)
+        return exact_dedup(spark, read_documents(spark, docs_path(inputs)), self.cfg.exact_dedup)

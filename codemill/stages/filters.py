@@ -44,11 +44,11 @@ class Filters(DocumentStage):
         from codemill.filters.langid import language_filter, quality_filter
         from codemill.filters.pii import scrub_pii
         from codemill.filters.steps import code_filters
-        from codemill.pipelines.tables import read_table
+        from codemill.pipelines.tables import read_documents
         from codemill.schema import DROPPED_SCHEMA, StageOutput
 
         c = self.cfg
-        kept, dropped, extra, tables = read_table(spark, docs_path(inputs)), [], {}, {}
+        kept, dropped, extra, tables = read_documents(spark, docs_path(inputs)), [], {}, {}
         steps = [
             (c.filters.enabled, lambda d: code_filters(spark, d, c.filters)),
             (c.langid.enabled, lambda d: language_filter(spark, d, c.langid)),

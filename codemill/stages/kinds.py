@@ -27,7 +27,7 @@ class Kinds(DocumentStage):
 
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> StageOutput:
         from codemill.mix.kinds import decide_kinds
-        from codemill.pipelines.tables import read_table
+        from codemill.pipelines.tables import read_documents
 
-        docs = read_table(spark, docs_path(inputs))
+        docs = read_documents(spark, docs_path(inputs))
         return decide_kinds(spark, docs, self.cfg.kinds, self.cfg.seed, work.local())

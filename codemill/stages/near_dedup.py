@@ -26,6 +26,6 @@ class NearDedup(DocumentStage):
 
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> StageOutput:
         from codemill.dedup.near import near_dedup_stage
-        from codemill.pipelines.tables import read_table
+        from codemill.pipelines.tables import read_documents
 
-        return near_dedup_stage(spark, read_table(spark, docs_path(inputs)), self.cfg.near_dedup)
+        return near_dedup_stage(spark, read_documents(spark, docs_path(inputs)), self.cfg.near_dedup)

@@ -22,11 +22,11 @@ class TokenCounts(Stage):
 
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> None:
         from codemill.mix.plan import check_categories
-        from codemill.pipelines.tables import read_table, write_table
+        from codemill.pipelines.tables import read_documents, write_table
         from codemill.tokenize.jobs import count_tokens
         from codemill.tokenize.tokenizer import load_tokenizer
 
-        docs = read_table(spark, docs_path(inputs))
+        docs = read_documents(spark, docs_path(inputs))
         if self.cfg.tokenizer.model:  # else the tokenizer stage checked them
             check_categories(docs, self.cfg.mix.mixes)
         counts = count_tokens(spark, docs, load_tokenizer(tokenizer_path(inputs)))

@@ -49,10 +49,10 @@ class Tokenizer(Stage):
             return
         from codemill.mix.plan import check_categories
         from codemill.observe import step
-        from codemill.pipelines.tables import read_table
+        from codemill.pipelines.tables import read_documents
         from codemill.tokenize.jobs import sample_texts
 
-        docs = read_table(spark, docs_path(inputs))
+        docs = read_documents(spark, docs_path(inputs))
         with step("check the mixes' categories"):
             check_categories(docs, self.cfg.mix.mixes)  # before training, not after it
         texts = sample_texts(docs, cfg.train_sample_bytes, self.cfg.seed)

@@ -31,6 +31,9 @@ from codemill.tokenize.pack import PackStats, pack_documents
 from codemill.tokenize.shards import ShardError, ShardInfo, local_opener, shard_name
 from codemill.tokenize.tokenizer import Tokenizer, load_tokenizer
 
+# The token_counts table: every document's plain encoding's length.
+TOKEN_COUNTS_DDL = "id string, n_tokens long"
+
 # A packing partition's output rows, numbered (part, seq) in the order they are written.
 CHUNK_DDL = "part int, seq long, file string, data binary, shards string, stats string"
 CHUNK_SCHEMA = pa.schema([("part", pa.int32()), ("seq", pa.int64()), ("file", pa.string()),
@@ -57,8 +60,8 @@ def sample_texts(docs: DataFrame, max_bytes: int, seed: int) -> list[str]:
     fraction = min(1.0, max_bytes / total) if total else 1.0
     unit = F.xxhash64(F.lit(seed), F.col("id")).bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF)) / F.lit(2.0**63)
     with step("sample documents for the tokenizer"):
-        rows = docs.where(unit < fraction).orderBy("id").select("content").collect()
-    return [r["content"] for r in rows]
+        rows = docs.where(unit < fraction).select("id", "content").collect()
+    return [r["content"] for r in sorted(rows, key=lambda r: r["id"])]
 
 
 def ship(spark: SparkSession, tok: Tokenizer) -> Tokenizer:
@@ -77,7 +80,7 @@ def count_tokens(spark: SparkSession, docs: DataFrame, tok: Tokenizer) -> DataFr
             lengths = pa.array([len(ids) for ids in encoded], pa.int64())
             yield pa.RecordBatch.from_arrays([batch.column("id"), lengths], names=["id", "n_tokens"])
 
-    return docs.select("id", "content").mapInArrow(count, "id string, n_tokens long")
+    return docs.select("id", "content").mapInArrow(count, TOKEN_COUNTS_DDL)
 
 
 def write_shards(
