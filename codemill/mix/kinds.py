@@ -22,6 +22,7 @@ from codemill.fasttext_models import LABEL_PREFIX, ModelRef, checked_model, exec
 from codemill.ingest.languages import NL_CODE_LANGS, NL_LANGS
 from codemill.mix.categories import KINDS
 from codemill.mix.config import KindConfig
+from codemill.observe import step
 from codemill.schema import DROPPED_SCHEMA, StageOutput
 from codemill.storage.folder import local_file
 
@@ -148,10 +149,11 @@ def decide_kinds(
         model = str(local_file(model))
         check_classifier_model(model)
     elif cfg.classify_langs:
-        needs_classifier = docs.where(F.col("lang").isin(*cfg.classify_langs)).limit(1).count() > 0
-        if needs_classifier:
-            model = str(work_dir / classifier_file(cfg))
-            extra["classifier_examples"] = train_kind_classifier(docs, Path(model), seed, cfg)
+        with step("train the kind classifier"):
+            needs_classifier = docs.where(F.col("lang").isin(*cfg.classify_langs)).limit(1).count() > 0
+            if needs_classifier:
+                model = str(work_dir / classifier_file(cfg))
+                extra["classifier_examples"] = train_kind_classifier(docs, Path(model), seed, cfg)
     extra["classifier"] = "user" if cfg.classifier_model else ("trained" if model else "none")
     kept = assign_kinds(spark, docs, cfg, model)
     dropped = spark.createDataFrame([], DROPPED_SCHEMA)

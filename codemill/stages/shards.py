@@ -35,12 +35,9 @@ class Shards(Stage):
                 c.fim, c.pack, c.seed]
 
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> None:
-        from pyspark.sql import functions as F
-
         from codemill.mix.plan import category_tokens, mix_warnings, plan_mix, select_copies
         from codemill.observe import step
         from codemill.pipelines.tables import read_documents
-        from codemill.schema import DOCUMENT_STORAGE
         from codemill.tokenize.jobs import TOKEN_COUNTS_DDL, write_shards
         from codemill.tokenize.shards import write_manifest
         from codemill.tokenize.tokenizer import load_tokenizer
@@ -51,20 +48,16 @@ class Shards(Stage):
         with step("tokens per category"):
             available = category_tokens(docs, spec)
         plan = plan_mix(spec, available.tokens, c.mix.max_epochs, c.mix.total_tokens)
-        selected = select_copies(docs, plan, spec, c.seed).persist(DOCUMENT_STORAGE)
-        with step("realised shares"):
-            realised = {r["category"]: r["n"] for r in
-                        selected.groupBy("category").agg(F.sum("n_tokens").alias("n")).collect()}
+        tok = load_tokenizer(tokenizer_path(inputs))
+        shards, counts = write_shards(spark, select_copies(docs, plan, spec, c.seed), tok, c.fim, c.pack,
+                                      c.seed, c.mix.partitions, work)
+        realised = dict(sorted(counts.category_tokens.items()))
         total = sum(realised.values())
         warnings = mix_warnings(spec, available, realised, c.mix.max_document_share)
         for warning in warnings:
             log.warning(warning)
-        tok = load_tokenizer(tokenizer_path(inputs))
-        shards, stats = write_shards(spark, selected, tok, c.fim, c.pack, c.seed, c.mix.partitions,
-                                     work)
         mix = {**plan.to_dict(), "realised_tokens": realised,
-               "realised": {k: v / total for k, v in sorted(realised.items())},
+               "realised": {k: v / total for k, v in realised.items()},
                "token_length_histogram": available.histogram, "warnings": warnings}
         write_manifest(work, tokenizer=tok, pack=c.pack, fim=c.fim, seed=c.seed,
-                       shards=shards, stats=stats, mix=mix)
-        selected.unpersist()
+                       shards=shards, stats=counts.pack, mix=mix)

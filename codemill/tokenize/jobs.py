@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,7 +35,8 @@ from codemill.tokenize.tokenizer import Tokenizer, load_tokenizer
 # The token_counts table: every document's plain encoding's length.
 TOKEN_COUNTS_DDL = "id string, n_tokens long"
 
-# A packing partition's output rows, numbered (part, seq) in the order they are written.
+# A packing partition's output rows, numbered (part, seq) in the order they are written;
+# its last row holds its shards and counts (`stats`: PackedCounts as JSON).
 CHUNK_DDL = "part int, seq long, file string, data binary, shards string, stats string"
 CHUNK_SCHEMA = pa.schema([("part", pa.int32()), ("seq", pa.int64()), ("file", pa.string()),
                           ("data", pa.binary()), ("shards", pa.string()), ("stats", pa.string())])
@@ -83,6 +85,25 @@ def count_tokens(spark: SparkSession, docs: DataFrame, tok: Tokenizer) -> DataFr
     return docs.select("id", "content").mapInArrow(count, TOKEN_COUNTS_DDL)
 
 
+@dataclass
+class PackedCounts:
+    """What the packing partitions counted: the packer's counts, and the tokens of the
+    packed documents per category (each document's plain encoding: the mix's realised
+    tokens)."""
+
+    pack: PackStats = field(default_factory=PackStats)
+    category_tokens: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, text: str) -> None:
+        counts = json.loads(text)
+        self.pack.merge(PackStats(**counts["pack"]))
+        for category, n in counts["category_tokens"].items():
+            self.category_tokens[category] = self.category_tokens.get(category, 0) + n
+
+    def to_json(self) -> str:
+        return json.dumps({"pack": self.pack.to_dict(), "category_tokens": self.category_tokens})
+
+
 def write_shards(
     spark: SparkSession,
     selected: DataFrame,
@@ -92,10 +113,10 @@ def write_shards(
     seed: int,
     partitions: int,
     out: Folder,
-) -> tuple[list[ShardInfo], PackStats]:
-    """Shuffle the selected (document, copy) rows by a seeded hash, then tokenize,
-    FIM-transform and pack each partition into its own shards, written to `out` as
-    shard-00000.arrow, shard-00001.arrow, … in partition order.
+) -> tuple[list[ShardInfo], PackedCounts]:
+    """Shuffle the selected (document, copy, category, n_tokens) rows by a seeded hash,
+    then tokenize, FIM-transform and pack each partition into its own shards, written to
+    `out` as shard-00000.arrow, shard-00001.arrow, … in partition order.
 
     A copy of a document draws its own FIM split (`id#copy`); the shard order and
     contents depend only on the data and the seed, not on timing or retries.
@@ -105,7 +126,7 @@ def write_shards(
         F.concat_ws("#", F.col("id"), F.col("copy").cast("string")))
     order = F.xxhash64(F.lit(seed), F.col("id"), F.col("copy"))
     rows = (
-        selected.select("content", fim_id.alias("fim_id"), order.alias("_order"))
+        selected.select("content", fim_id.alias("fim_id"), "category", "n_tokens", order.alias("_order"))
         .repartition(partitions, F.pmod(F.col("_order"), F.lit(ORDER_BUCKETS)))
         .sortWithinPartitions("_order", "fim_id")
     )
@@ -119,8 +140,14 @@ def write_shards(
 
         pid = TaskContext.get().partitionId()
         seq = itertools.count()
-        stats = PackStats()
-        docs = ((b.column("content").to_pylist(), b.column("fim_id").to_pylist()) for b in batches)
+        counts = PackedCounts()
+
+        def documents() -> Iterator[tuple[list[str], list[str]]]:
+            tokens = counts.category_tokens
+            for b in batches:
+                for category, n in zip(b.column("category").to_pylist(), b.column("n_tokens").to_pylist()):
+                    tokens[category] = tokens.get(category, 0) + n
+                yield b.column("content").to_pylist(), b.column("fim_id").to_pylist()
         sinks: list[_Chunks] = []
 
         def drain() -> Iterator[pa.RecordBatch]:
@@ -136,12 +163,12 @@ def write_shards(
 
         open_file: Callable[[str], BinaryIO] = local_opener(direct) if direct else open_sink
         with ShardWriter(None, pack.seq_len, prefix=f"part-{pid:05d}", open_file=open_file) as writer:
-            for packed in pack_documents(docs, tok, fim, pack, seed, stats):
+            for packed in pack_documents(documents(), tok, fim, pack, seed, counts.pack):
                 writer.write(packed)
                 yield from drain()
         yield from drain()
         yield _chunk_row(pid, next(seq), shards=json.dumps([vars(i) for i in writer.shards]),
-                         stats=json.dumps(stats.to_dict()))
+                         stats=counts.to_json())
 
     packed = rows.mapInArrow(pack_partition, CHUNK_DDL)
     if direct:
@@ -158,19 +185,19 @@ def write_shards(
         return _write_streamed(streamable(packed, largest, total).toLocalIterator(prefetchPartitions=True), out)
 
 
-def _rename_packed(ends: list[Any], packed_dir: Path, out: Folder) -> tuple[list[ShardInfo], PackStats]:
+def _rename_packed(ends: list[Any], packed_dir: Path, out: Folder) -> tuple[list[ShardInfo], PackedCounts]:
     """Partitions' shard files (named by partition) -> shard-00000.arrow, … in partition
     order; `ends` are the partitions' final rows, in order."""
-    stats, infos = PackStats(), []
+    counts, infos = PackedCounts(), []
     target = local_path(out.uri)
     for r in ends:
-        stats.merge(PackStats(**json.loads(r["stats"])))
+        counts.merge(r["stats"])
         for info in json.loads(r["shards"]):
             name = shard_name("shard", len(infos))
             os.replace(packed_dir / info["file"], target / name)
             infos.append(ShardInfo(name, info["rows"], info["bytes"], info["sha256"]))
     shutil.rmtree(packed_dir, ignore_errors=True)
-    return infos, stats
+    return infos, counts
 
 
 def _chunk_row(part: int, seq: int, **values: Any) -> pa.RecordBatch:
@@ -196,10 +223,10 @@ def streamable(packed: DataFrame, largest: int, total: int,
     return packed.repartitionByRange(slices, "part", "seq").sortWithinPartitions("part", "seq")
 
 
-def _write_streamed(chunks: Iterator[Any], out: Folder) -> tuple[list[ShardInfo], PackStats]:
+def _write_streamed(chunks: Iterator[Any], out: Folder) -> tuple[list[ShardInfo], PackedCounts]:
     """Write the streamed chunks as shard-00000.arrow, … and check each file's sha256
     against what its partition computed."""
-    stats, infos = PackStats(), []
+    counts, infos = PackedCounts(), []
     names: dict[str, str] = {}  # a partition's name for a shard -> its global name
     written: dict[str, str] = {}  # global name -> sha256 of the bytes written
     file, output, sha = None, None, hashlib.sha256()
@@ -222,13 +249,13 @@ def _write_streamed(chunks: Iterator[Any], out: Folder) -> tuple[list[ShardInfo]
             continue
         close()  # a partition's end: its shards and counts
         file, output = None, None
-        stats.merge(PackStats(**json.loads(r["stats"])))
+        counts.merge(r["stats"])
         for info in json.loads(r["shards"]):
             infos.append(ShardInfo(names[info["file"]], info["rows"], info["bytes"], info["sha256"]))
     for info in infos:
         if written.get(info.file) != info.sha256:
             raise ShardError(f"{out.join(info.file)}: the bytes written differ from those packed")
-    return infos, stats
+    return infos, counts
 
 
 class _Chunks:

@@ -454,7 +454,7 @@ def test_inspect_shows_manifest_and_a_decoded_sample(shard_dir, tok):
 
 def _streamed_partition(tok, part: int, tamper: bool = False) -> list[dict]:
     """The rows one Spark partition sends the driver: its shards' chunks, then its counts."""
-    from codemill.tokenize.jobs import _Chunks
+    from codemill.tokenize.jobs import PackedCounts, _Chunks
 
     sinks, rows = [], []
 
@@ -470,9 +470,9 @@ def _streamed_partition(tok, part: int, tamper: bool = False) -> list[dict]:
         data = sink.take()
         rows.append({"file": sink.name, "data": data[:-1] + bytes([data[-1] ^ 1]) if tamper else data,
                      "shards": None, "stats": None})
-    stats = PackStats(sequences=sum(s.rows for s in w.shards))
+    counts = PackedCounts(PackStats(sequences=sum(s.rows for s in w.shards)), {"code": 40})
     rows.append({"file": None, "data": None, "shards": json.dumps([vars(i) for i in w.shards]),
-                 "stats": json.dumps(stats.to_dict())})
+                 "stats": counts.to_json()})
     return rows
 
 
@@ -480,10 +480,10 @@ def test_streamed_shards_are_numbered_globally_and_checked(tok, tmp_path):
     from codemill.tokenize.jobs import _write_streamed
 
     out = Folder(tmp_path)
-    infos, stats = _write_streamed(iter(_streamed_partition(tok, 0) + _streamed_partition(tok, 1)), out)
+    infos, counts = _write_streamed(iter(_streamed_partition(tok, 0) + _streamed_partition(tok, 1)), out)
     assert [s.file for s in infos] == [f"shard-{i:05d}.arrow" for i in range(4)]
     assert sorted(p.name for p in tmp_path.glob("*.arrow")) == [s.file for s in infos]
-    assert stats.sequences == 4
+    assert counts.pack.sequences == 4 and counts.category_tokens == {"code": 80}
     first = pa.ipc.open_stream(pa.memory_map(str(tmp_path / "shard-00000.arrow"))).read_all()
     assert first.column("input_ids")[0].as_py()[1] == 100  # part 0's first token after <s>
     assert [hashlib.sha256((tmp_path / s.file).read_bytes()).hexdigest() for s in infos] == [
@@ -497,17 +497,21 @@ def test_partitions_write_local_shards_that_the_driver_numbers_in_partition_orde
                                                                                   tmp_path):
     from codemill.tokenize.jobs import PACKED_DIR, write_shards
 
-    docs = spark.createDataFrame([(f"doc-{k}", text, 0) for k, text in enumerate(held_out * 3)],
-                                 "id string, content string, copy int")
+    docs = spark.createDataFrame(
+        [(f"doc-{k}", text, 0, "nl" if k % 2 else "code", len(text)) for k, text in enumerate(held_out * 3)],
+        "id string, content string, copy int, category string, n_tokens long")
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
         (out / PACKED_DIR).mkdir(parents=True)  # a killed attempt's leftover
         (out / PACKED_DIR / ".part-00000-00000.arrow.tmp-1-dead").write_bytes(b"partial")
-        infos, stats = write_shards(spark, docs, tok, FimConfig(), PackConfig(seq_len=256), 0, 3, Folder(out))
+        infos, counts = write_shards(spark, docs, tok, FimConfig(), PackConfig(seq_len=256), 0, 3, Folder(out))
         assert [p.name for p in sorted(out.iterdir())] == [f"shard-{i:05d}.arrow" for i in range(len(infos))]
-        assert sum(i.rows for i in infos) == stats.sequences > 0
-        assert stats.docs_in == 3 * len(held_out)
+        assert sum(i.rows for i in infos) == counts.pack.sequences > 0
+        assert counts.pack.docs_in == 3 * len(held_out)
+        texts = held_out * 3
+        assert counts.category_tokens == {"code": sum(len(t) for t in texts[0::2]),
+                                          "nl": sum(len(t) for t in texts[1::2])}
         assert [hashlib.sha256((out / i.file).read_bytes()).hexdigest() for i in infos] == [i.sha256 for i in infos]
         runs.append([i.sha256 for i in infos])
     assert runs[0] == runs[1] and len(runs[0]) >= 3  # every partition wrote its shards
