@@ -28,9 +28,8 @@ def test_written_tables_have_row_groups_of_tens_of_megabytes(spark, tmp_path):
     # 80 MB of hex digests: next to incompressible, like a corpus of large files
     digests = "transform(sequence(1, 64), i -> sha2(concat(id, '-', i), 256))"
     docs = spark.range(20_000).selectExpr("cast(id AS string) AS id", f"concat_ws('', {digests}) AS content")
-    write_table(docs.coalesce(1), str(tmp_path / "t"))
-    (part,) = (tmp_path / "t").glob("part-*.parquet")
-    meta = pq.ParquetFile(part).metadata
+    write_table(docs, str(tmp_path / "t"))
     groups = [sum(meta.row_group(g).column(c).total_compressed_size for c in range(meta.num_columns))
+              for meta in (pq.ParquetFile(p).metadata for p in (tmp_path / "t").glob("part-*.parquet"))
               for g in range(meta.num_row_groups)]
     assert len(groups) >= 3 and max(groups) <= 24 * MB  # 16 MB, overshot by the last check's rows

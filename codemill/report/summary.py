@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 import codemill
 from codemill.config import to_dict
+from codemill.observe import step
 from codemill.pipelines.tables import read_documents
 from codemill.report import SCHEMA_VERSION
 from codemill.report.html import render_report
@@ -78,13 +79,12 @@ def build_report(
 ) -> dict[str, Any]:
     stages = [StageStats.from_json(d.read_text("stats.json")) for d in stage_dirs.values()]
     final_dir = list(stage_dirs.values())[-1]
-    by_lang = (
-        read_documents(spark, final_dir.join("docs"))
-        .groupBy("kind", "lang")
-        .agg(F.count("*").alias("docs"), F.sum("size_bytes").alias("bytes"))
-        .orderBy(F.desc("bytes"), "kind", "lang")
-        .collect()
-    )
+    with step("documents per kind and language"):
+        rows = (read_documents(spark, final_dir.join("docs"))
+                .groupBy("kind", "lang")
+                .agg(F.count("*").alias("docs"), F.sum("size_bytes").alias("bytes"))
+                .collect())
+    by_lang = sorted(rows, key=lambda r: (-r["bytes"], r["kind"] or "", r["lang"] or ""))
     return {
         "schema_version": SCHEMA_VERSION,
         "codemill_version": codemill.__version__,

@@ -22,6 +22,7 @@ class TokenCounts(Stage):
 
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> None:
         from codemill.mix.plan import check_categories
+        from codemill.observe import step
         from codemill.pipelines.tables import read_documents, write_table
         from codemill.tokenize.jobs import count_tokens
         from codemill.tokenize.tokenizer import load_tokenizer
@@ -30,4 +31,5 @@ class TokenCounts(Stage):
         if self.cfg.tokenizer.model:  # else the tokenizer stage checked them
             check_categories(docs, self.cfg.mix.mixes)
         counts = count_tokens(spark, docs, load_tokenizer(tokenizer_path(inputs)))
-        write_table(counts, work.join("counts"))
+        with step("count every document's tokens"):
+            write_table(counts, work.join("counts"))

@@ -58,10 +58,10 @@ ORDER_BUCKETS = 4096
 
 def sample_texts(docs: DataFrame, max_bytes: int, seed: int) -> list[str]:
     """A stable sample of about `max_bytes` of content, chosen by a seeded hash of ids."""
-    total = docs.agg(F.sum("size_bytes")).first()[0] or 0
-    fraction = min(1.0, max_bytes / total) if total else 1.0
     unit = F.xxhash64(F.lit(seed), F.col("id")).bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF)) / F.lit(2.0**63)
     with step("sample documents for the tokenizer"):
+        total = docs.agg(F.sum("size_bytes")).first()[0] or 0
+        fraction = min(1.0, max_bytes / total) if total else 1.0
         rows = docs.where(unit < fraction).select("id", "content").collect()
     return [r["content"] for r in sorted(rows, key=lambda r: r["id"])]
 
