@@ -67,7 +67,10 @@ def ship_file(spark: SparkSession, path: str | os.PathLike) -> Path:
     if not copy.exists():
         with atomic_path(copy) as tmp:
             shutil.copyfile(source, tmp)
-    spark.sparkContext.addFile(str(copy))
+    added = (spark.sparkContext.applicationId, str(copy))
+    if added not in _ADDED:  # Spark warns on a second addFile of one path
+        spark.sparkContext.addFile(str(copy))
+        _ADDED.add(added)
     return copy
 
 
@@ -77,6 +80,8 @@ def shipped_root() -> Path:
 
 # driver JVM pid -> its folder of shipped copies, once this process has made or found it
 _SHIPPED: dict[int, Path] = {}
+# (Spark application, copy) for every copy added to an application's files
+_ADDED: set[tuple[str, str]] = set()
 
 
 def shipped_folder(spark: SparkSession) -> Path:
