@@ -38,7 +38,7 @@ PARQUET_FILES = 4
 ROW_GROUP_ROWS = 2_000
 SPARK = SparkConfig(master=f"local[{CORES}]", conf={"spark.sql.shuffle.partitions": "4",
                                                      "spark.driver.memory": "2g"})
-RUNS = 2
+RUNS = 5
 
 
 def code_records(limit_bytes: int) -> Iterator[dict]:
