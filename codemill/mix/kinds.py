@@ -15,7 +15,6 @@ from pathlib import Path
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from codemill.errors import InputError
 from codemill.fasttext_models import LABEL_PREFIX, ModelRef, checked_model, executor_model, ship_model, train_classifier
@@ -60,19 +59,15 @@ def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int, cfg: KindC
     """Train a fastText model on up to EXAMPLES_PER_LABEL documents per derived label,
     chosen by a seeded hash of their id, with the classifier settings of `cfg`.
     Returns the labelled documents per kind."""
-    # One job: each label's documents ranked by the seeded hash, the first EXAMPLES_PER_LABEL
-    # of each taken, with the label's count.
-    by_label = Window.partitionBy("label")
-    ranked = (
-        docs.select("id", "content", derived_label().alias("label"))
+    # Only the head fastText reads is kept: the top rows below hold these, not whole files.
+    # (One window query over all labels would buffer each label's documents at once: a
+    # 1 GB driver ran out of memory on a million.)
+    labelled = (
+        docs.select("id", F.substring("content", 1, SNIPPET_CHARS).alias("content"), derived_label().alias("label"))
         .where(F.col("label").isNotNull())
-        .withColumn("_rank", F.row_number().over(by_label.orderBy(F.xxhash64("id", F.lit(seed)), "id")))
-        .withColumn("_n", F.count("*").over(by_label))
-        .where(F.col("_rank") <= EXAMPLES_PER_LABEL)
-        .select("label", "_rank", "_n", F.substring("content", 1, SNIPPET_CHARS).alias("content"))
-        .collect()
+        .withColumn("_order", F.xxhash64("id", F.lit(seed)))
     )
-    available = {r["label"]: r["_n"] for r in ranked}
+    available = {r["label"]: r["n"] for r in labelled.groupBy("label").agg(F.count("*").alias("n")).collect()}
     if sum(1 for n in available.values() if n) < 2:
         raise InputError(f"cannot train a kind classifier: labelled examples per kind {available}; "
                          "give kinds.classifier_model or more varied sources")
@@ -81,8 +76,9 @@ def train_kind_classifier(docs: DataFrame, out_path: Path, seed: int, cfg: KindC
     per_label = min(EXAMPLES_PER_LABEL, max(available.values()))
     examples = []
     for label in KINDS:
-        texts = [fasttext_line(r["content"]) for r in sorted(
-            (r for r in ranked if r["label"] == label), key=lambda r: r["_rank"])]
+        rows = (labelled.where(F.col("label") == label).orderBy("_order", "id")
+                .limit(per_label).select("content").collect())
+        texts = [fasttext_line(r["content"]) for r in rows]
         examples += [(label, texts[i % len(texts)]) for i in range(per_label)] if texts else []
     counts = {label: int(available.get(label, 0)) for label in KINDS}
     examples.sort(key=lambda e: (e[0], e[1]))
