@@ -20,6 +20,7 @@ examples:
   codemill shards inspect codemill-out/shards/base/<fingerprint>
   codemill train --config codemill/configs/train-tiny.toml --mix base --out runs/tiny
   codemill selfinstruct my-run.toml    generate a self-instruct set
+  codemill jvm-archive                 make later runs start sooner (make does this)
 """
 
 
@@ -160,6 +161,29 @@ def cmd_selfinstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jvm_archive(args: argparse.Namespace) -> int:
+    import time
+
+    from codemill.jvm_classes import archive_path, build_archive
+    from codemill.spark import JavaMissingError, require_java
+
+    try:
+        require_java()
+    except JavaMissingError as exc:
+        print(f"codemill: {exc}", file=sys.stderr)
+        return 2
+    path = archive_path()
+    if path is not None and path.is_file() and not args.rebuild:
+        print(f"codemill: JVM class archive up to date: {path}")
+        return 0
+    started = time.perf_counter()
+    print("codemill: recording the classes a run loads (a small run, about a minute) ...")
+    path = build_archive()
+    size = path.stat().st_size / (1 << 20)
+    print(f"codemill: JVM class archive written in {time.perf_counter() - started:.0f} s: {path} ({size:.0f} MB)")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codemill",
@@ -234,6 +258,16 @@ def make_parser() -> argparse.ArgumentParser:
         "skipped and every model call is cached, so a re-run resumes where a run stopped.")
     _add_run_args(si, config_required=True, spark=False)
     si.set_defaults(func=cmd_selfinstruct)
+
+    ja = sub.add_parser(
+        "jvm-archive", help="record the classes Spark's driver loads, so later runs start sooner",
+        description="Run the pipeline once on a small sample of this machine's code with a "
+        "driver JVM that stores the classes it loaded in a class-data sharing archive "
+        "(~/.cache/codemill/jvm, one per Java runtime and Spark installation, about 200 MB). "
+        "Later drivers map it instead of loading classes from jars. `make` runs this; "
+        "nothing needs it.")
+    ja.add_argument("--rebuild", action="store_true", help="build it even if it exists")
+    ja.set_defaults(func=cmd_jvm_archive)
     return parser
 
 

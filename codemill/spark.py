@@ -19,6 +19,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from codemill.config import DEFAULT_SPARK_CONF, SparkConfig
+from codemill.jvm_classes import driver_options
 
 
 class JavaMissingError(RuntimeError):
@@ -129,6 +130,16 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _driver_options(cfg: SparkConfig, conf: dict[str, str]) -> str:
+    """The user's driver JVM options, with the class archive and the compiler setting
+    unless they name their own."""
+    user = conf.get("spark.driver.extraJavaOptions", "")
+    options = [user, driver_options(conf)]
+    if cfg.driver_jit == "quick" and "TieredStopAtLevel" not in user and "TieredCompilation" not in user:
+        options.append("-XX:TieredStopAtLevel=1")
+    return " ".join(o for o in options if o)
+
+
 def _java_options(user: str, log_file: Path | None) -> str:
     """The user's JVM options plus codemill's log4j2 configuration (a user's own
     `-Dlog4j2.configurationFile` wins)."""
@@ -156,8 +167,7 @@ def get_spark(cfg: SparkConfig, log_file: Path | None = None) -> SparkSession:
         .config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
     )
     conf = {**DEFAULT_SPARK_CONF, **cfg.conf}
-    conf["spark.driver.extraJavaOptions"] = _java_options(conf.get("spark.driver.extraJavaOptions", ""),
-                                                          log_file)
+    conf["spark.driver.extraJavaOptions"] = _java_options(_driver_options(cfg, conf), log_file)
     for key, value in conf.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()

@@ -55,6 +55,11 @@ class SparkConfig(Section):
     ship_package: bool = False
     # Any Spark setting; merged over DEFAULT_SPARK_CONF.
     conf: dict[str, str] = setting(dict)
+    # "quick": the driver JVM compiles with its quick compiler (C1) only. The optimising
+    # one (C2) takes cores from the tasks while it compiles Spark's planner, and the
+    # stages' heavy work runs in Python workers (benchmarks/RESULTS.md: a tiny run 10 s
+    # sooner, 100k documents no slower). Executors' JVMs are left as they are.
+    driver_jit: Literal["quick", "full"] = "quick"
 
     def check(self) -> None:
         if not any(re.fullmatch(pattern, self.master) for pattern in MASTER_URLS):

@@ -38,13 +38,13 @@ class Shards(Stage):
         from codemill.mix.plan import category_tokens, mix_warnings, plan_mix, select_copies
         from codemill.observe import step
         from codemill.pipelines.tables import read_documents
-        from codemill.tokenize.jobs import TOKEN_COUNTS_DDL, write_shards
+        from codemill.tokenize.jobs import read_token_counts, write_shards
         from codemill.tokenize.shards import write_manifest
         from codemill.tokenize.tokenizer import load_tokenizer
 
         c, spec = self.cfg, self.cfg.mix.spec(self.item)
         docs = read_documents(spark, docs_path(inputs)).join(
-            spark.read.schema(TOKEN_COUNTS_DDL).parquet(inputs["counts"].join("counts")), "id")
+            read_token_counts(spark, inputs["counts"].join("counts")), "id")
         with step("tokens per category"):
             available = category_tokens(docs, spec)
         plan = plan_mix(spec, available.tokens, c.mix.max_epochs, c.mix.total_tokens)

@@ -85,6 +85,11 @@ def count_tokens(spark: SparkSession, docs: DataFrame, tok: Tokenizer) -> DataFr
     return docs.select("id", "content").mapInArrow(count, TOKEN_COUNTS_DDL)
 
 
+def read_token_counts(spark: SparkSession, uri: str) -> DataFrame:
+    """A table `token_counts` wrote, read with its known schema."""
+    return spark.read.schema(TOKEN_COUNTS_DDL).parquet(uri)
+
+
 @dataclass
 class PackedCounts:
     """What the packing partitions counted: the packer's counts, and the tokens of the
@@ -191,13 +196,18 @@ def _rename_packed(ends: list[Any], packed_dir: Path, out: Folder) -> tuple[list
     counts, infos = PackedCounts(), []
     target = local_path(out.uri)
     for r in ends:
-        counts.merge(r["stats"])
-        for info in json.loads(r["shards"]):
+        for info in _partition_end(r, counts):
             name = shard_name("shard", len(infos))
             os.replace(packed_dir / info["file"], target / name)
             infos.append(ShardInfo(name, info["rows"], info["bytes"], info["sha256"]))
     shutil.rmtree(packed_dir, ignore_errors=True)
     return infos, counts
+
+
+def _partition_end(row: Any, counts: PackedCounts) -> list[dict[str, Any]]:
+    """A partition's final row: its counts are added to `counts`; returns its shards."""
+    counts.merge(row["stats"])
+    return json.loads(row["shards"])
 
 
 def _chunk_row(part: int, seq: int, **values: Any) -> pa.RecordBatch:
@@ -249,8 +259,7 @@ def _write_streamed(chunks: Iterator[Any], out: Folder) -> tuple[list[ShardInfo]
             continue
         close()  # a partition's end: its shards and counts
         file, output = None, None
-        counts.merge(r["stats"])
-        for info in json.loads(r["shards"]):
+        for info in _partition_end(r, counts):
             infos.append(ShardInfo(names[info["file"]], info["rows"], info["bytes"], info["sha256"]))
     for info in infos:
         if written.get(info.file) != info.sha256:

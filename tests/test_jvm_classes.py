@@ -1,0 +1,67 @@
+"""The driver JVM's class archive: built once by a real sample run, mapped by later drivers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from codemill.jvm_classes import archive_path, driver_options
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_no_archive_no_options(cache):
+    assert driver_options({}) == ""
+
+
+def test_options_name_the_archive_unless_the_classpath_or_the_users_options_differ(cache):
+    path = archive_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"archive")
+    assert f"-XX:SharedArchiveFile={path}" in driver_options({})
+    assert driver_options({"spark.jars.packages": "org.example:lib:1.0"}) == ""
+    assert driver_options({"spark.driver.extraClassPath": "/opt/lib/*"}) == ""
+    assert driver_options({"spark.driver.extraJavaOptions": "-Xshare:off"}) == ""
+    assert f"-XX:SharedArchiveFile={path}" in driver_options({"spark.driver.extraJavaOptions": "-Xss4m"})
+
+
+def _cli(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "codemill.cli", "jvm-archive"], env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.spark
+def test_the_archive_is_built_once_and_a_later_driver_maps_it(tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    built = _cli(env)
+    assert built.returncode == 0, built.stdout + built.stderr
+    folder = tmp_path / "codemill" / "jvm"
+    archives = sorted(p.name for p in folder.iterdir())
+    assert len(archives) == 1 and archives[0].startswith("spark-classes-") and archives[0].endswith(".jsa")
+    again = _cli(env)
+    assert again.returncode == 0 and "up to date" in again.stdout
+    # -Xshare:on makes a JVM that cannot map the archive refuse to start
+    script = ("from codemill.config import SparkConfig\n"
+              "from codemill.spark import get_spark\n"
+              "spark = get_spark(SparkConfig(master='local[1]', conf={'spark.driver.extraJavaOptions': "
+              f"'-Xshare:on -XX:SharedArchiveFile={folder / archives[0]}'}}))\n"
+              "print('rows', spark.range(3).count())\n")
+    mapped = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert mapped.returncode == 0 and "rows 3" in mapped.stdout, mapped.stdout + mapped.stderr
+
+
+def test_the_driver_compiles_with_c1_unless_told_otherwise(cache):
+    from codemill.config import SparkConfig
+    from codemill.spark import _driver_options
+
+    assert _driver_options(SparkConfig(), {}) == "-XX:TieredStopAtLevel=1"
+    assert _driver_options(SparkConfig(driver_jit="full"), {}) == ""
+    own = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=4 -Xss4m"}
+    assert _driver_options(SparkConfig(), own) == "-XX:TieredStopAtLevel=4 -Xss4m"
