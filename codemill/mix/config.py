@@ -72,9 +72,10 @@ class KindConfig(Section):
     classifier_buckets: int = setting(65_536, ge=1_024, le=10_000_000)
     classifier_min_count: int = setting(2, ge=1, le=1_000)  # rarer words get no vector
     # fastText's product quantisation, saved as .ftz, keeping the `classifier_cutoff`
-    # word and n-gram vectors of largest norm (0: all of them).
+    # word and n-gram vectors of largest norm (0: all of them). Quantising runs k-means
+    # over the vectors kept: 20,000 cost every run about 2.6 s, 5,000 about 0.9 s.
     classifier_quantize: bool = True
-    classifier_cutoff: int = setting(20_000, ge=0, le=10_000_000)
+    classifier_cutoff: int = setting(5_000, ge=0, le=10_000_000)
 
     def check(self) -> None:
         for source, kind in self.source_kinds.items():
