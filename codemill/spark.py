@@ -167,6 +167,8 @@ def get_spark(cfg: SparkConfig, log_file: Path | None = None) -> SparkSession:
         .config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
     )
     conf = {**DEFAULT_SPARK_CONF, **cfg.conf}
+    if cfg.master.startswith("local"):  # workers run this interpreter, codemill installed
+        conf.setdefault("spark.python.daemon.module", "codemill.spark_daemon")
     conf["spark.driver.extraJavaOptions"] = _java_options(_driver_options(cfg, conf), log_file)
     for key, value in conf.items():
         builder = builder.config(key, str(value))

@@ -1,4 +1,6 @@
-"""The driver JVM's class archive: built once by a real sample run, mapped by later drivers."""
+"""The driver JVM and Python workers of a local run: the class archive (built once by a real
+sample run, mapped by later drivers), the compiler setting, and workers importing the
+installed pyspark."""
 
 from __future__ import annotations
 
@@ -65,3 +67,24 @@ def test_the_driver_compiles_with_c1_unless_told_otherwise(cache):
     assert _driver_options(SparkConfig(driver_jit="full"), {}) == ""
     own = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=4 -Xss4m"}
     assert _driver_options(SparkConfig(), own) == "-XX:TieredStopAtLevel=4 -Xss4m"
+
+
+def test_zips_of_pyspark_and_py4j_go_last_on_the_workers_path():
+    from codemill.spark_daemon import installed_pyspark_first
+
+    path = ["/spark/python/lib/pyspark.zip", "/spark/python/lib/py4j-0.10.9.9-src.zip", "/work",
+            "/venv/lib/python3.11/site-packages", "/data/deps.zip"]
+    assert installed_pyspark_first(path) == ["/work", "/venv/lib/python3.11/site-packages", "/data/deps.zip",
+                                             "/spark/python/lib/pyspark.zip",
+                                             "/spark/python/lib/py4j-0.10.9.9-src.zip"]
+
+
+@pytest.mark.spark
+def test_local_python_workers_import_the_installed_pyspark(spark):
+    def where(_):
+        import pyspark
+
+        yield pyspark.__file__
+
+    files = spark.sparkContext.parallelize(range(2), 2).mapPartitions(where).collect()
+    assert files and all(".zip" not in f for f in files), files

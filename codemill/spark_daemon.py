@@ -1,0 +1,26 @@
+"""Spark's Python worker daemon for local masters: pyspark's own, run with the installed
+pyspark ahead of the pyspark.zip and py4j zip that Spark puts first on the workers'
+PYTHONPATH.
+
+Python compiles a module imported from a zip on every import (it caches no bytecode
+there), and every worker imports pyspark's worker modules after it is forked, so each
+one compiled them again: seconds of CPU in a run on two cores. Installed, they load
+from cached bytecode. The zip is the installed package's own copy: the same code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def installed_pyspark_first(path: list[str]) -> list[str]:
+    """`path` with Spark's pyspark and py4j zips moved to its end."""
+    zips = [p for p in path if p.endswith(".zip") and ("pyspark" in p or "py4j" in p)]
+    return [p for p in path if p not in zips] + zips
+
+
+if __name__ == "__main__":
+    sys.path[:] = installed_pyspark_first(sys.path)
+    from pyspark.daemon import manager
+
+    manager()
