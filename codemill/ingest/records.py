@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 
 from codemill.arrow_batches import byte_slices
 from codemill.errors import InputError
-from codemill.ingest.languages import lang_of_path, normalise_lang
+from codemill.ingest.languages import kind_of, lang_of_path, normalise_lang
 from codemill.ingest.rows import ARROW_ROW_SCHEMA, BATCH_BYTES, BATCH_ROWS, decode, make_row, to_batch, to_batches
 from codemill.ingest.splits import Piece, is_compressed, numbered_lines, range_lines
+from codemill.schema import document_id
 from codemill.storage import display, name
 from codemill.storage.folder import Folder
 
@@ -232,35 +233,115 @@ def _blank(text: memoryview) -> bool:
     return str(text, "utf-8", "replace").isspace()
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+
+
+def _plain_fields(batch: pa.RecordBatch, columns: dict[str, str]) -> dict[str, list[Any]] | None:
+    """The records' other fields as Python lists (None for an absent column) when their
+    types give the values `facts_row` would make of them as they are: text (or null)
+    columns, whole-number stars, licenses as text or lists of text. Else None."""
+    fields: dict[str, list[Any]] = {}
+    n = batch.num_rows
+    for ours in ("path", "lang", "repo", "license", "stars"):
+        theirs = columns[ours]
+        if theirs not in batch.schema.names:
+            fields[ours] = [None] * n
+            continue
+        column = batch.column(theirs)
+        t = column.type
+        if ours == "stars" and (pa.types.is_integer(t) or pa.types.is_null(t)):
+            fields[ours] = column.to_pylist()
+        elif ours == "license" and pa.types.is_list(t) and _is_text(t.value_type):
+            if pc.list_flatten(column).null_count:
+                return None  # a null inside a list is written "None"
+            joined = pc.binary_join(column, ",").to_pylist()
+            fields[ours] = [v or None for v in joined]
+        elif _is_text(t):
+            fields[ours] = column.to_pylist()
+        else:
+            return None
+    return fields
+
+
+def _plain_rows(fields: dict[str, list[Any]], content: pa.Array, first_row: int, where: str,
+                default_name: str | None, source: str) -> pa.RecordBatch:
+    """`facts_row` column by column, for fields `_plain_fields` made (content left null)."""
+    offsets = np.frombuffer(content.buffers()[1], np.int32, len(content) + 1, content.offset * 4).tolist()
+    data = memoryview(content.buffers()[2] or b"")
+    present = content.is_valid().to_pylist() if content.null_count else [True] * len(content)
+    out: dict[str, list[Any]] = {name: [] for name in ("id", "path", "lang", "kind", "kind_source", "size_bytes",
+                                                        "sha256", "reason", "detail")}
+    for i, (path, lang, repo) in enumerate(zip(fields["path"], fields["lang"], fields["repo"])):
+        n = first_row + i
+        sha, size, blank = None, 0, False
+        if present[i]:
+            text = data[offsets[i]:offsets[i + 1]]
+            sha, size, blank = hashlib.sha256(text).hexdigest(), text.nbytes, _blank(text)
+        if path in (None, ""):
+            path = f"{default_name}:{n}" if default_name else ("sha256:" + sha if sha else f"{where}:{n}")
+        lang = normalise_lang(lang) or lang_of_path(path)
+        reason = ("missing_content" if not present[i] else "empty" if blank
+                  else "unknown_language" if lang is None else None)
+        if reason is not None:
+            sha = None
+            if reason == "unknown_language":
+                lang = None
+        out["id"].append(document_id(source, f"{repo}/{path}" if repo else path, sha or ""))
+        out["path"].append(path)
+        out["lang"].append(lang)
+        out["kind"].append(kind_of(lang))
+        out["kind_source"].append("extension" if lang is not None else None)
+        out["size_bytes"].append(size)
+        out["sha256"].append(sha)
+        out["reason"].append(reason)
+        out["detail"].append(f"{where}:{n}" if reason else None)
+    n_rows = len(content)
+    values = {**out, "source": [source] * n_rows, "repo": fields["repo"], "license": fields["license"],
+              "content": [None] * n_rows, "stars": fields["stars"], "invalid_utf8": [False] * n_rows}
+    return pa.RecordBatch.from_arrays([pa.array(values[f.name], f.type) for f in ARROW_ROW_SCHEMA],
+                                      schema=ARROW_ROW_SCHEMA)
+
+
 def records_batches(batch: pa.RecordBatch, first_row: int, where: str, default_name: str | None,
                     columns: dict[str, str], source: str) -> Iterator[pa.RecordBatch]:
     """A batch of records -> batches of rows, named as `_batch_rows` names them. A text
     column stays in Arrow: it is hashed and measured where it lies and becomes the
-    rows' content without passing through Python strings."""
+    rows' content without passing through Python strings; other fields of plain types
+    are read column by column."""
     content = batch.column(columns["content"]) if columns["content"] in batch.schema.names else None
     if content is None or not (pa.types.is_string(content.type) or pa.types.is_large_string(content.type)):
         yield from to_batches(_batch_rows(batch, first_row, where, default_name, columns, source))
         return
     content = content.cast(pa.string())
-    offsets = np.frombuffer(content.buffers()[1], np.int32, len(content) + 1, content.offset * 4).tolist()
-    data = memoryview(content.buffers()[2] or b"")
-    others = record_columns(batch, {k: c for k, c in columns.items() if c != columns["content"]})
-    rows = []
-    for i, (record, present) in enumerate(zip(others.to_pylist(), content.is_valid().to_pylist())):
-        facts = None
-        if present:
-            text = data[offsets[i]:offsets[i + 1]]
-            facts = ContentFacts(text.nbytes, hashlib.sha256(text).hexdigest(), _blank(text))
-        n = first_row + i
-        rows.append(facts_row(record, columns, source, f"{where}:{n}", facts,
-                              default_path=f"{default_name}:{n}" if default_name else None))
-    out = to_batch(rows)
+    fields = _plain_fields(batch, columns)
+    if fields is not None:
+        out = _plain_rows(fields, content, first_row, where, default_name, source)
+    else:
+        out = to_batch(list(_facts_rows(batch, content, first_row, where, default_name, columns, source)))
     kept = pc.is_null(out.column("reason"))
     if pc.all(kept).as_py():
         out = out.set_column(_CONTENT, "content", content)
     else:
         out = out.set_column(_CONTENT, "content", pc.if_else(kept, content, pa.scalar(None, pa.string())))
     yield from byte_slices(out, "content", BATCH_BYTES)
+
+
+def _facts_rows(batch: pa.RecordBatch, content: pa.Array, first_row: int, where: str,
+                default_name: str | None, columns: dict[str, str], source: str) -> Iterator[dict[str, Any]]:
+    """Rows of records whose text is `content` (Arrow) and whose other fields go through
+    `facts_row` one record at a time."""
+    offsets = np.frombuffer(content.buffers()[1], np.int32, len(content) + 1, content.offset * 4).tolist()
+    data = memoryview(content.buffers()[2] or b"")
+    others = record_columns(batch, {k: c for k, c in columns.items() if c != columns["content"]})
+    for i, (record, present) in enumerate(zip(others.to_pylist(), content.is_valid().to_pylist())):
+        facts = None
+        if present:
+            text = data[offsets[i]:offsets[i + 1]]
+            facts = ContentFacts(text.nbytes, hashlib.sha256(text).hexdigest(), _blank(text))
+        n = first_row + i
+        yield facts_row(record, columns, source, f"{where}:{n}", facts,
+                        default_path=f"{default_name}:{n}" if default_name else None)
 
 
 def read_arrow_stream(
