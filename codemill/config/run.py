@@ -43,6 +43,9 @@ DEFAULT_SPARK_CONF = {
     # Cached tables are batches of this many rows (10,000 by default), and the memory
     # store checks its budget only every 16 of them while caching a partition.
     "spark.sql.inMemoryColumnarStorage.batchSize": "1000",
+    # lower() of license names and file names by the JVM, not ICU: ICU's first use
+    # initialises its break iterators, seconds on a small machine, for the same ASCII.
+    "spark.sql.icu.caseMappings.enabled": "false",
 }
 
 
