@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from codemill.config.run import SparkConfig
+from codemill.config.run import SMALL_CORPUS_TOML, SparkConfig
 from codemill.ingest.config import DEFAULT_COLUMNS, IngestConfig, SourceConfig
 from codemill.ingest.languages import lang_of_path
 from codemill.storage.folder import Folder
@@ -234,13 +234,7 @@ path = "{tiny / 'src'}"
 [spark]
 master = "local[{CORES}]"
 conf = {{ "spark.sql.shuffle.partitions" = "4", "spark.driver.memory" = "2g" }}
-[tokenizer]
-vocab_size = 2000
-[pack]
-seq_len = 512
-[mix]
-partitions = 2
-""")
+{SMALL_CORPUS_TOML}""")
     jvm = _seconds_of([sys.executable, "-c", "from codemill.spark import get_spark; from benchmarks.ingest_readers "
                        "import SPARK; get_spark(SPARK)"])
     imports = _seconds_of([sys.executable, "-c", "import codemill.cli"])

@@ -115,12 +115,6 @@ master = "local[2]"
 [spark.conf]
 "spark.sql.shuffle.partitions" = "4"
 "spark.driver.extraJavaOptions" = "-XX:ArchiveClassesAtExit={archive} {quiet}"
-[tokenizer]
-vocab_size = 2000
-[pack]
-seq_len = 512
-[mix]
-partitions = 2
 """
 
 
@@ -130,6 +124,7 @@ def build_archive(path: Path | None = None) -> Path:
     whole archive). Returns its path."""
     from pyspark import SparkContext
 
+    from codemill.config import SMALL_CORPUS_TOML
     from codemill.pipelines.pretrain import run_pretrain
 
     path = path or archive_path()
@@ -140,7 +135,8 @@ def build_archive(path: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix="codemill-jvm-") as tmp:
         tree = _sample_tree(Path(tmp, "tree"))
         config = Path(tmp, "run.toml")
-        config.write_text(SAMPLE_RUN.format(out=Path(tmp, "out"), tree=tree, archive=partial, quiet=QUIET))
+        config.write_text(SAMPLE_RUN.format(out=Path(tmp, "out"), tree=tree, archive=partial, quiet=QUIET)
+                          + SMALL_CORPUS_TOML)
         try:
             if run_pretrain(str(config)) is None:
                 raise RuntimeError("the sample run failed; see the errors above")

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from codemill.config.run import SparkConfig
+from codemill.config.run import SMALL_CORPUS_TOML, SparkConfig
 from codemill.pipelines.runner import build
 from codemill.pipelines.task import stage_task
 from codemill.storage import local_path
@@ -58,13 +58,7 @@ license = "PSF-2.0"
 [spark]
 master = "local[2]"
 conf = {{ {", ".join(f'"{k}" = "{v}"' for k, v in conf.items())} }}
-[tokenizer]
-vocab_size = 2000
-[pack]
-seq_len = 512
-[mix]
-partitions = 2
-{extra}
+{SMALL_CORPUS_TOML}{extra}
 """)
     return path
 

@@ -8,8 +8,8 @@ package. Nothing here loads Spark, fastText or torch: a trainer can use it.
 
 from typing import Any
 
-_RUN_NAMES = ("DEFAULT_SPARK_CONF", "LuigiConfig", "RunConfig", "SparkConfig", "load_run_config",
-              "to_dict")
+_RUN_NAMES = ("DEFAULT_SPARK_CONF", "LuigiConfig", "RunConfig", "SMALL_CORPUS_TOML", "SparkConfig",
+              "load_run_config", "to_dict")
 
 
 def __getattr__(name: str) -> Any:

@@ -25,6 +25,18 @@ DEMO_CONFIG = "configs/demo.toml"
 MASTER_URLS = (r"local", r"local\[(\*|[1-9]\d*)(,\s*[1-9]\d*)?\]", r"local-cluster\[\d+,\s*\d+,\s*\d+\]",
                r"spark://\S+", r"yarn", r"k8s://\S+")
 
+# The settings a run over a few hundred files needs besides its sources: sentencepiece
+# cannot learn the default 32,000-piece vocabulary from so little text, and 512-token
+# rows in 2 mix partitions keep every shard file non-empty.
+SMALL_CORPUS_TOML = """\
+[tokenizer]
+vocab_size = 2000
+[pack]
+seq_len = 512
+[mix]
+partitions = 2
+"""
+
 # Merged under the user's [spark.conf].
 DEFAULT_SPARK_CONF = {
     "spark.driver.memory": "4g",
