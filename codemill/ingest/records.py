@@ -18,14 +18,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from codemill.arrow_batches import byte_slices
 from codemill.errors import InputError
 from codemill.ingest.languages import kind_of, lang_of_path, normalise_lang
 from codemill.ingest.rows import ARROW_ROW_SCHEMA, BATCH_BYTES, BATCH_ROWS, decode, make_row, to_batch, to_batches
-from codemill.ingest.splits import Piece, is_compressed, line_blocks, numbered_lines
+from codemill.ingest.splits import Piece, is_compressed, numbered_lines, range_lines
 from codemill.schema import document_id
 from codemill.storage import display, name
 from codemill.storage.folder import Folder
@@ -200,43 +199,8 @@ def read_jsonl_pieces(
     """The lines of planned pieces of local JSONL files (`codemill.ingest.splits`) -> rows,
     named and numbered as if the whole files were read."""
     for piece in pieces:
-        if is_compressed(piece.path):
-            yield from read_jsonl(piece.path, columns, source, invalid_utf8, malformed)
-            continue
-        for first, block, lines in line_blocks(piece):
-            records = _arrow_records(block, lines, columns)
-            if records is not None:
-                yield from records_batches(records, first, piece.path, piece.path.rsplit("/", 1)[-1], columns,
-                                           source)
-            else:
-                yield from to_batches(jsonl_rows(numbered_lines(io.BytesIO(block), first), piece.path, columns,
-                                                 source, invalid_utf8, malformed))
-
-
-def _arrow_records(block: bytes, lines: int, columns: dict[str, str]) -> pa.RecordBatch | None:
-    """The records of a block of JSONL lines parsed by pyarrow straight into Arrow columns,
-    when that gives what reading the lines one by one would: one object per line, valid
-    UTF-8, a text column of text and fields of plain types. Else None, and the lines are
-    read one by one, which also names the line at fault."""
-    text_column = pa.schema([(columns["content"], pa.string())])
-    try:
-        table = pj.read_json(pa.BufferReader(block),
-                             read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
-                             parse_options=pj.ParseOptions(explicit_schema=text_column,
-                                                           unexpected_field_behavior="infer"))
-    except pa.ArrowException:
-        return None
-    if table.num_rows != lines:  # blank lines, which pyarrow skips
-        return None
-    wanted = [c for c in dict.fromkeys(columns.values()) if c in table.schema.names]
-    batch = table.select(wanted).combine_chunks().to_batches()
-    if len(batch) != 1 or _plain_fields(batch[0], columns) is None:
-        return None
-    try:
-        batch[0].validate(full=True)  # pyarrow's JSON reader does not check UTF-8
-    except pa.ArrowInvalid:
-        return None
-    return batch[0]
+        lines = _file_lines(piece.path, None) if piece.start == 0 and piece.end is None else range_lines(piece)
+        yield from to_batches(jsonl_rows(lines, piece.path, columns, source, invalid_utf8, malformed))
 
 
 def record_columns(batch: pa.RecordBatch, columns: dict[str, str]) -> pa.RecordBatch:

@@ -25,8 +25,6 @@ T = TypeVar("T")
 MIN_SPLIT_BYTES = 1 << 20
 _COUNT_CHUNK = 8 << 20
 _READ_BLOCK = 8 << 20
-# JSONL lines are parsed in blocks of about this many bytes.
-LINE_BLOCK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -144,10 +142,8 @@ def numbered_lines(f: BinaryIO, lineno: int = 1, pos: int = 0, end: int | None =
         tail = block[start:]
 
 
-def line_blocks(piece: Piece, block_bytes: int = LINE_BLOCK_BYTES) -> Iterator[tuple[int, bytes, int]]:
-    """(number of the first line, whole lines, how many) in blocks of about `block_bytes`
-    (a longer line is a block of its own), covering every line that begins in the
-    piece's range."""
+def range_lines(piece: Piece) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) for every line that begins in the piece's range."""
     with open(piece.path, "rb") as f:
         lineno = piece.newlines_before + 1
         pos = piece.start
@@ -156,26 +152,4 @@ def line_blocks(piece: Piece, block_bytes: int = LINE_BLOCK_BYTES) -> Iterator[t
             partial = f.readline()  # the end of the line before; b"\n" if a line begins at start
             pos += len(partial) - 1
             lineno += partial != b"\n"
-        tail = b""
-        while piece.end is None or pos < piece.end:
-            data = f.read(block_bytes)
-            block = tail + data
-            if not data:  # the file's end: what is left is whole lines, the last without b"\n"
-                if block:
-                    yield lineno, block, block.count(b"\n") + (not block.endswith(b"\n"))
-                return
-            if piece.end is not None and pos + len(block) >= piece.end:
-                # the line holding the range's last byte is the last that begins in it
-                stop = block.find(b"\n", piece.end - pos - 1)
-                if stop >= 0:
-                    yield lineno, block[:stop + 1], block.count(b"\n", 0, stop + 1)
-                    return
-                cut = 0
-            else:
-                cut = block.rfind(b"\n") + 1
-            if cut == 0:  # no whole line yet
-                tail = block
-                continue
-            lines = block.count(b"\n", 0, cut)
-            yield lineno, block[:cut], lines
-            lineno, pos, tail = lineno + lines, pos + cut, block[cut:]
+        yield from numbered_lines(f, lineno, pos, piece.end)

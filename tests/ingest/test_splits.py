@@ -17,8 +17,8 @@ from codemill.ingest.records import read_jsonl, read_jsonl_pieces
 from codemill.ingest.splits import (
     count_newlines,
     file_pieces,
-    line_blocks,
     plan_jsonl,
+    range_lines,
     split_size,
     with_line_offsets,
 )
@@ -60,16 +60,9 @@ def _pieces(path, split):
 def test_ranges_read_every_line_once_with_its_true_number(messy_jsonl, split):
     pieces = _pieces(messy_jsonl, split)
     assert len(pieces) == (1 if split == 10**9 else -(-messy_jsonl.stat().st_size // split))
+    read = [line for piece in pieces for line in range_lines(piece)]
     with open(messy_jsonl, "rb") as f:
-        lines = list(enumerate(f, start=1))
-    for block_bytes in (1, 50, 1 << 20):
-        read = []
-        for piece in pieces:
-            for first, block, n in line_blocks(piece, block_bytes):
-                numbered = list(enumerate(block.splitlines(keepends=True), start=first))
-                assert len(numbered) == n
-                read += numbered
-        assert read == lines
+        assert read == list(enumerate(f, start=1))
 
 
 @pytest.mark.parametrize("split", [1, 50, 333, 4096])
@@ -168,31 +161,3 @@ def test_parquet_row_groups_read_like_spark_reads_them(spark, tmp_path):
     assert dropped["gone.py"]["detail"] == f"{tmp_path / 'part-1.parquet'}:5"
     by_spark = _remote_parquet_rows(spark, src, {**DEFAULT_COLUMNS}).where("reason is null").collect()
     assert {r["id"] for r in by_spark} == {r["id"] for r in kept.values()}
-
-
-def test_jsonl_parsed_into_arrow_gives_the_rows_of_line_by_line_reading(tmp_path):
-    """Blocks pyarrow reads (plain fields) and blocks it cannot read exactly as the line
-    reader does (numbers promoted to floats, nested fields, lone surrogates, duplicate
-    keys) both give the rows of reading the file line by line."""
-    from codemill.ingest.records import _arrow_records
-
-    records = _records(6)
-    odd = [
-        {"content": "x = 1\n", "path": "a.py", "stars": 1.5},
-        {"content": "y = 2\n", "path": {"nested": "b.py"}},
-        {"content": "z = 3\n", "path": "c.py", "license": "MIT", "extra": [1, "two"]},
-    ]
-    lines = [json.dumps(r).encode() + b"\n" for r in records + odd]
-    lines.append(b'{"content": "s = \\"\\ud800\\"\\n", "path": "s.py"}\n')
-    lines.append(b'{"content": "d = 1\\n", "path": "d.py", "path": "e.py"}\n')
-    path = tmp_path / "varied.jsonl"
-    path.write_bytes(b"".join(lines))
-    args = (DEFAULT_COLUMNS, "s", "replace", "quarantine")
-    whole = pa.Table.from_batches(read_jsonl(str(path), *args))
-    for split in (1, 10**9):
-        parts = [b for piece in _pieces(path, split) for b in read_jsonl_pieces([piece], *args)]
-        assert pa.Table.from_batches(parts, schema=whole.schema).equals(whole)
-    plain = b"".join(lines[:6])
-    assert _arrow_records(plain, 6, DEFAULT_COLUMNS) is not None  # the fast path is taken
-    for line in lines[6:]:
-        assert _arrow_records(line, 1, DEFAULT_COLUMNS) is None
