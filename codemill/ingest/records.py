@@ -264,24 +264,31 @@ def _plain_fields(batch: pa.RecordBatch, columns: dict[str, str]) -> dict[str, l
     return fields
 
 
-def _plain_rows(fields: dict[str, list[Any]], content: pa.Array, first_row: int, where: str,
-                default_name: str | None, source: str) -> pa.RecordBatch:
-    """`facts_row` column by column, for fields `_plain_fields` made (content left null)."""
+def _content_facts(content: pa.Array) -> list[ContentFacts | None]:
+    """What rows need to know of each text of a string array, measured and hashed where it
+    lies (None: a null text)."""
     offsets = np.frombuffer(content.buffers()[1], np.int32, len(content) + 1, content.offset * 4).tolist()
     data = memoryview(content.buffers()[2] or b"")
     present = content.is_valid().to_pylist() if content.null_count else [True] * len(content)
+    facts: list[ContentFacts | None] = []
+    for i, here in enumerate(present):
+        text = data[offsets[i]:offsets[i + 1]]
+        facts.append(ContentFacts(text.nbytes, hashlib.sha256(text).hexdigest(), _blank(text)) if here else None)
+    return facts
+
+
+def _plain_rows(fields: dict[str, list[Any]], facts: list[ContentFacts | None], first_row: int, where: str,
+                default_name: str | None, source: str) -> pa.RecordBatch:
+    """`facts_row` column by column, for fields `_plain_fields` made (content left null)."""
     out: dict[str, list[Any]] = {name: [] for name in ("id", "path", "lang", "kind", "kind_source", "size_bytes",
                                                         "sha256", "reason", "detail")}
-    for i, (path, lang, repo) in enumerate(zip(fields["path"], fields["lang"], fields["repo"])):
+    for i, (fact, path, lang, repo) in enumerate(zip(facts, fields["path"], fields["lang"], fields["repo"])):
         n = first_row + i
-        sha, size, blank = None, 0, False
-        if present[i]:
-            text = data[offsets[i]:offsets[i + 1]]
-            sha, size, blank = hashlib.sha256(text).hexdigest(), text.nbytes, _blank(text)
+        sha, size = (fact.sha256, fact.size) if fact else (None, 0)
         if path in (None, ""):
             path = f"{default_name}:{n}" if default_name else ("sha256:" + sha if sha else f"{where}:{n}")
         lang = normalise_lang(lang) or lang_of_path(path)
-        reason = ("missing_content" if not present[i] else "empty" if blank
+        reason = ("missing_content" if fact is None else "empty" if fact.blank
                   else "unknown_language" if lang is None else None)
         if reason is not None:
             sha = None
@@ -296,7 +303,7 @@ def _plain_rows(fields: dict[str, list[Any]], content: pa.Array, first_row: int,
         out["sha256"].append(sha)
         out["reason"].append(reason)
         out["detail"].append(f"{where}:{n}" if reason else None)
-    n_rows = len(content)
+    n_rows = len(facts)
     values = {**out, "source": [source] * n_rows, "repo": fields["repo"], "license": fields["license"],
               "content": [None] * n_rows, "stars": fields["stars"], "invalid_utf8": [False] * n_rows}
     return pa.RecordBatch.from_arrays([pa.array(values[f.name], f.type) for f in ARROW_ROW_SCHEMA],
@@ -314,11 +321,12 @@ def records_batches(batch: pa.RecordBatch, first_row: int, where: str, default_n
         yield from to_batches(_batch_rows(batch, first_row, where, default_name, columns, source))
         return
     content = content.cast(pa.string())
+    facts = _content_facts(content)
     fields = _plain_fields(batch, columns)
     if fields is not None:
-        out = _plain_rows(fields, content, first_row, where, default_name, source)
+        out = _plain_rows(fields, facts, first_row, where, default_name, source)
     else:
-        out = to_batch(list(_facts_rows(batch, content, first_row, where, default_name, columns, source)))
+        out = to_batch(list(_facts_rows(batch, facts, first_row, where, default_name, columns, source)))
     kept = pc.is_null(out.column("reason"))
     if pc.all(kept).as_py():
         out = out.set_column(_CONTENT, "content", content)
@@ -327,20 +335,14 @@ def records_batches(batch: pa.RecordBatch, first_row: int, where: str, default_n
     yield from byte_slices(out, "content", BATCH_BYTES)
 
 
-def _facts_rows(batch: pa.RecordBatch, content: pa.Array, first_row: int, where: str,
+def _facts_rows(batch: pa.RecordBatch, facts: list[ContentFacts | None], first_row: int, where: str,
                 default_name: str | None, columns: dict[str, str], source: str) -> Iterator[dict[str, Any]]:
-    """Rows of records whose text is `content` (Arrow) and whose other fields go through
+    """Rows of records whose texts are known by `facts` and whose other fields go through
     `facts_row` one record at a time."""
-    offsets = np.frombuffer(content.buffers()[1], np.int32, len(content) + 1, content.offset * 4).tolist()
-    data = memoryview(content.buffers()[2] or b"")
     others = record_columns(batch, {k: c for k, c in columns.items() if c != columns["content"]})
-    for i, (record, present) in enumerate(zip(others.to_pylist(), content.is_valid().to_pylist())):
-        facts = None
-        if present:
-            text = data[offsets[i]:offsets[i + 1]]
-            facts = ContentFacts(text.nbytes, hashlib.sha256(text).hexdigest(), _blank(text))
+    for i, (record, fact) in enumerate(zip(others.to_pylist(), facts)):
         n = first_row + i
-        yield facts_row(record, columns, source, f"{where}:{n}", facts,
+        yield facts_row(record, columns, source, f"{where}:{n}", fact,
                         default_path=f"{default_name}:{n}" if default_name else None)
 
 
