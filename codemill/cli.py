@@ -72,17 +72,25 @@ def _add_run_args(p: argparse.ArgumentParser, config_required: bool = False,
         p.add_argument("--master", help="Spark master URL: local[*], spark://host:7077, yarn, k8s://...")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from codemill.config import load_run_config
-    from codemill.pipelines.pretrain import run_pretrain
+def _java_found() -> bool:
+    """False, having said how to get one, when Spark would find no Java runtime."""
     from codemill.spark import JavaMissingError, require_java
 
-    overrides = _overrides(args)
-    load_run_config(args.config, overrides)  # fail on a bad config before anything starts
     try:
         require_java()
     except JavaMissingError as exc:
         print(f"codemill: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from codemill.config import load_run_config
+    from codemill.pipelines.pretrain import run_pretrain
+
+    overrides = _overrides(args)
+    load_run_config(args.config, overrides)  # fail on a bad config before anything starts
+    if not _java_found():
         return 2
     task = run_pretrain(args.config, overrides)
     if task is None:
@@ -165,12 +173,8 @@ def cmd_jvm_archive(args: argparse.Namespace) -> int:
     import time
 
     from codemill.jvm_classes import archive_path, build_archive
-    from codemill.spark import JavaMissingError, require_java
 
-    try:
-        require_java()
-    except JavaMissingError as exc:
-        print(f"codemill: {exc}", file=sys.stderr)
+    if not _java_found():
         return 2
     path = archive_path()
     if path is not None and path.is_file() and not args.rebuild:

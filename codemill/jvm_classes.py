@@ -5,7 +5,7 @@ before and during its first jobs; on two cores that is seconds of every run. Jav
 class-data sharing stores the loaded classes in an archive that later JVMs map
 instead. `build_archive` records one by running a small pipeline once per Java
 runtime and Spark installation (`codemill jvm-archive`, which `make` runs);
-`driver_options` points every later driver at it. Without an archive, or with a
+`archive_options` points every later driver at it. Without an archive, or with a
 classpath the archive was not made for, the JVM simply loads classes as before.
 """
 
@@ -69,7 +69,7 @@ def archive_path() -> Path | None:
     return archive_folder() / f"spark-classes-{key}.jsa" if key else None
 
 
-def driver_options(conf: dict[str, Any]) -> str:
+def archive_options(conf: dict[str, Any]) -> str:
     """JVM options that map the archive, when it exists and fits this driver: its
     classpath is Spark's own, and the user's options name no archive of their own.
     The JVM's warning about an archive it cannot use is turned off: it then loads
@@ -118,7 +118,7 @@ master = "local[2]"
 """
 
 
-def build_archive(path: Path | None = None) -> Path:
+def build_archive() -> Path:
     """Run the pipeline on a small sample with a driver that records its classes at exit,
     and move the archive it leaves into place (atomically: two builds at once leave one
     whole archive). Returns its path."""
@@ -127,7 +127,7 @@ def build_archive(path: Path | None = None) -> Path:
     from codemill.config import SMALL_CORPUS_TOML
     from codemill.pipelines.pretrain import run_pretrain
 
-    path = path or archive_path()
+    path = archive_path()
     if path is None:
         raise RuntimeError("no Java runtime: Spark needs Java 17 or newer")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from codemill.config import DEFAULT_SPARK_CONF, SparkConfig
-from codemill.jvm_classes import driver_options
+from codemill.jvm_classes import archive_options
 
 
 class JavaMissingError(RuntimeError):
@@ -134,7 +134,7 @@ def _driver_options(cfg: SparkConfig, conf: dict[str, str]) -> str:
     """The user's driver JVM options, with the class archive and the compiler setting
     unless they name their own."""
     user = conf.get("spark.driver.extraJavaOptions", "")
-    options = [user, driver_options(conf)]
+    options = [user, archive_options(conf)]
     if cfg.driver_jit == "quick" and "TieredStopAtLevel" not in user and "TieredCompilation" not in user:
         options.append("-XX:TieredStopAtLevel=1")
     return " ".join(o for o in options if o)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from codemill.jvm_classes import archive_path, driver_options
+from codemill.jvm_classes import archive_options, archive_path
 
 
 @pytest.fixture
@@ -20,18 +20,18 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_no_archive_no_options(cache):
-    assert driver_options({}) == ""
+    assert archive_options({}) == ""
 
 
 def test_options_name_the_archive_unless_the_classpath_or_the_users_options_differ(cache):
     path = archive_path()
     path.parent.mkdir(parents=True)
     path.write_bytes(b"archive")
-    assert f"-XX:SharedArchiveFile={path}" in driver_options({})
-    assert driver_options({"spark.jars.packages": "org.example:lib:1.0"}) == ""
-    assert driver_options({"spark.driver.extraClassPath": "/opt/lib/*"}) == ""
-    assert driver_options({"spark.driver.extraJavaOptions": "-Xshare:off"}) == ""
-    assert f"-XX:SharedArchiveFile={path}" in driver_options({"spark.driver.extraJavaOptions": "-Xss4m"})
+    assert f"-XX:SharedArchiveFile={path}" in archive_options({})
+    assert archive_options({"spark.jars.packages": "org.example:lib:1.0"}) == ""
+    assert archive_options({"spark.driver.extraClassPath": "/opt/lib/*"}) == ""
+    assert archive_options({"spark.driver.extraJavaOptions": "-Xshare:off"}) == ""
+    assert f"-XX:SharedArchiveFile={path}" in archive_options({"spark.driver.extraJavaOptions": "-Xss4m"})
 
 
 def _cli(env: dict[str, str]) -> subprocess.CompletedProcess:
