@@ -182,7 +182,12 @@ def cmd_jvm_archive(args: argparse.Namespace) -> int:
         return 0
     started = time.perf_counter()
     print("codemill: recording the classes a run loads (a small run, about a minute) ...")
-    path = build_archive()
+    try:
+        path = build_archive()
+    except OSError as exc:
+        print(f"codemill: cannot write the JVM class archive: {exc} (set XDG_CACHE_HOME to a writable "
+              "folder; runs work without the archive, only start slower)", file=sys.stderr)
+        return 1
     size = path.stat().st_size / (1 << 20)
     print(f"codemill: JVM class archive written in {time.perf_counter() - started:.0f} s: {path} ({size:.0f} MB)")
     return 0

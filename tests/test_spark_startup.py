@@ -88,3 +88,12 @@ def test_local_python_workers_import_the_installed_pyspark(spark):
 
     files = spark.sparkContext.parallelize(range(2), 2).mapPartitions(where).collect()
     assert files and all(".zip" not in f for f in files), files
+
+
+def test_an_unwritable_cache_folder_is_one_line_naming_the_setting(tmp_path):
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file")
+    failed = _cli({**os.environ, "XDG_CACHE_HOME": str(not_a_folder)})
+    assert failed.returncode == 1
+    assert "cannot write the JVM class archive" in failed.stderr and "XDG_CACHE_HOME" in failed.stderr
+    assert "Traceback" not in failed.stderr
