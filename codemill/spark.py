@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from py4j.java_gateway import JVMView
 from pyspark.sql import SparkSession
 
 from codemill.config import DEFAULT_SPARK_CONF, SparkConfig
@@ -150,6 +151,20 @@ def _java_options(user: str, log_file: Path | None) -> str:
     return f"{user} -Dlog4j2.configurationFile=file:{jvm_log_properties(log_file).as_posix()}".strip()
 
 
+# Classes PySpark names bare (`jvm.PythonUtils`) on every select, join and Python UDF.
+# py4j first tries a bare name in the default package: a miss that searches every jar
+# on Spark's class path, about half a millisecond each time, for an answer that never
+# changes.
+_BARE_CLASS_NAMES = ("functions", "PythonUtils", "PythonSQLUtils", "SimplePythonFunction", "PythonRDD",
+                     "SerDeUtil")
+
+
+def _remember_classes(jvm: JVMView) -> None:
+    """Resolve the bare class names once; later lookups find them on the view itself."""
+    for name in _BARE_CLASS_NAMES:
+        vars(jvm)[name] = getattr(jvm, name)
+
+
 def get_spark(cfg: SparkConfig, log_file: Path | None = None) -> SparkSession:
     """Return the process's SparkSession, creating it from `cfg` if needed; a new JVM
     logs everything to `log_file` and only first lines to the console."""
@@ -173,6 +188,7 @@ def get_spark(cfg: SparkConfig, log_file: Path | None = None) -> SparkSession:
     for key, value in conf.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
+    _remember_classes(spark.sparkContext._jvm)
     spark.sparkContext.setLogLevel(cfg.log_level)
     if cfg.ship_package:
         spark.sparkContext.addPyFile(_package_zip(shipped_folder(spark)))

@@ -97,3 +97,25 @@ def test_an_unwritable_cache_folder_is_one_line_naming_the_setting(tmp_path):
     assert failed.returncode == 1
     assert "cannot write the JVM class archive" in failed.stderr and "XDG_CACHE_HOME" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_column_expressions_and_selects_make_few_round_trips_to_the_jvm(spark, monkeypatch):
+    """No call-site recording per function call, and no bare class name looked up again
+    (each such lookup searches every jar on Spark's class path)."""
+    from pyspark.sql import functions as F
+
+    client = spark.sparkContext._gateway._gateway_client
+    sent: list[str] = []
+    send = client.send_command
+
+    def counted(command: str, *args, **kwargs):
+        sent.append(command)
+        return send(command, *args, **kwargs)
+
+    df = spark.range(3)
+    monkeypatch.setattr(client, "send_command", counted)
+    F.col("id")
+    assert len(sent) <= 4, sent
+    sent.clear()
+    df.select("id").where(F.col("id") > 1)
+    assert not [c for c in sent if c.startswith("r\nu\n") and "." not in c.split("\n")[2]], sent

@@ -58,6 +58,10 @@ DEFAULT_SPARK_CONF = {
     # lower() of license names and file names by the JVM, not ICU: ICU's first use
     # initialises its break iterators, seconds on a small machine, for the same ASCII.
     "spark.sql.icu.caseMappings.enabled": "false",
+    # PySpark's DataFrame debugging records the Python call site of every function call
+    # in the JVM (about 18 round trips to it per `F.col`, a third of a small run's); our
+    # errors name the stage and step instead.
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
 
 

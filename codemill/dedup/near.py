@@ -190,11 +190,13 @@ def _fits_broadcast(spark: SparkSession, rows: int, row_bytes: int) -> bool:
     return 0 <= rows * row_bytes <= limit
 
 
-def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> NearDedupResult:
+def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig,
+               docs_in: tuple[int, int] | None = None) -> NearDedupResult:
     """Remove near-duplicates (Jaccard >= cfg.threshold over code shingles) from `docs`.
 
     `docs` is read more than once (signatures, shingle sets for the guard,
-    the outputs), so it should be cheap to re-read, e.g. Parquet.
+    the outputs), so it should be cheap to re-read, e.g. Parquet. `docs_in`:
+    its (documents, bytes) when known already, else counted.
     """
     started = time.perf_counter()
     bands, rows = band_params(cfg)
@@ -230,9 +232,11 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> Ne
     assert bad == 0, f"near_dedup: {bad} clusters do not keep exactly one document"
     n_dropped = sum(r["clusters"] * (r["size"] - 1) for r in sizes)
     dropped_bytes = sum(int(r["dropped_bytes"] or 0) for r in sizes)
-    with step("count the input"):
-        n_in, bytes_in = docs.agg(F.count(F.lit(1)), F.sum("size_bytes")).first()
-    bytes_in = int(bytes_in or 0)
+    if docs_in is None:
+        with step("count the input"):
+            n_in, bytes_in = docs.agg(F.count(F.lit(1)), F.sum("size_bytes")).first()
+        docs_in = n_in, int(bytes_in or 0)
+    n_in, bytes_in = docs_in
 
     drops = decisions.where(F.col("id") != F.col("kept_id")).drop("size_bytes")
     if _fits_broadcast(spark, n_dropped, _DECISION_ROW_BYTES):
@@ -265,8 +269,9 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> Ne
     return NearDedupResult(kept=kept, dropped=dropped, clusters=clusters, stats=stats)
 
 
-def near_dedup_stage(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig) -> StageOutput:
+def near_dedup_stage(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig,
+                     docs_in: tuple[int, int] | None = None) -> StageOutput:
     """The stage as the DAG runs it: kept and dropped tables, the cluster table beside
     them, and the LSH figures (bands, candidate pairs, cluster sizes) for the stats."""
-    result = near_dedup(spark, docs, cfg)
+    result = near_dedup(spark, docs, cfg, docs_in)
     return StageOutput(result.kept, result.dropped, result.stats.extra, {"clusters": result.clusters})
