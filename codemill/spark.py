@@ -151,6 +151,21 @@ def _java_options(user: str, log_file: Path | None) -> str:
     return f"{user} -Dlog4j2.configurationFile=file:{jvm_log_properties(log_file).as_posix()}".strip()
 
 
+_CODEGEN_KEYS = ("spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode")
+
+
+def set_codegen(spark: SparkSession, cfg: SparkConfig, documents: int | None) -> None:
+    """Compile the queries of a stage about to read `documents` input documents (None:
+    not known) to Java, or interpret them, as `cfg.codegen` says; the user's own codegen
+    settings in `cfg.conf` stand."""
+    if any(key in cfg.conf for key in _CODEGEN_KEYS):
+        return
+    compiled = cfg.codegen == "on" or (cfg.codegen == "auto" and (documents is None
+                                                                  or documents >= cfg.codegen_min_documents))
+    spark.conf.set("spark.sql.codegen.wholeStage", str(compiled).lower())
+    spark.conf.set("spark.sql.codegen.factoryMode", "FALLBACK" if compiled else "NO_CODEGEN")
+
+
 # Classes PySpark names bare (`jvm.PythonUtils`) on every select, join and Python UDF.
 # py4j first tries a bare name in the default package: a miss that searches every jar
 # on Spark's class path, about half a millisecond each time, for an answer that never

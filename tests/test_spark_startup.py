@@ -113,9 +113,32 @@ def test_column_expressions_and_selects_make_few_round_trips_to_the_jvm(spark, m
         return send(command, *args, **kwargs)
 
     df = spark.range(3)
+    F.col("id")  # PySpark reads the debugging setting on its first call
     monkeypatch.setattr(client, "send_command", counted)
     F.col("id")
     assert len(sent) <= 4, sent
     sent.clear()
     df.select("id").where(F.col("id") > 1)
     assert not [c for c in sent if c.startswith("r\nu\n") and "." not in c.split("\n")[2]], sent
+
+
+@pytest.mark.parametrize(("mode", "documents", "compiled"), [
+    ("auto", 10, False), ("auto", 50_000, True), ("auto", None, True), ("on", 10, True), ("off", 10**9, False)])
+def test_queries_are_compiled_by_the_size_of_the_stage_input(spark, mode, documents, compiled):
+    from codemill.config import SparkConfig
+    from codemill.spark import set_codegen
+
+    session = spark.newSession()  # its own SQL settings
+    set_codegen(session, SparkConfig(codegen=mode), documents)
+    assert session.conf.get("spark.sql.codegen.wholeStage") == str(compiled).lower()
+    assert session.conf.get("spark.sql.codegen.factoryMode") == ("FALLBACK" if compiled else "NO_CODEGEN")
+
+
+def test_the_users_own_codegen_setting_stands(spark):
+    from codemill.config import SparkConfig
+    from codemill.spark import set_codegen
+
+    session = spark.newSession()
+    session.conf.set("spark.sql.codegen.wholeStage", "true")
+    set_codegen(session, SparkConfig(conf={"spark.sql.codegen.wholeStage": "true"}), 10)
+    assert session.conf.get("spark.sql.codegen.wholeStage") == "true"

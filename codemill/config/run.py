@@ -79,6 +79,12 @@ class SparkConfig(Section):
     # stages' heavy work runs in Python workers (benchmarks/RESULTS.md: a tiny run 10 s
     # sooner, 100k documents no slower). Executors' JVMs are left as they are.
     driver_jit: Literal["quick", "full"] = "quick"
+    # Spark compiles each query's operators to Java (Janino, then the JIT) before running
+    # it: worth it over millions of rows, most of a small run's driver CPU otherwise.
+    # "auto": compiled for a stage whose input holds at least `codegen_min_documents`
+    # documents, interpreted below (same results either way).
+    codegen: Literal["auto", "on", "off"] = "auto"
+    codegen_min_documents: int = setting(50_000, ge=0)
 
     def check(self) -> None:
         if not any(re.fullmatch(pattern, self.master) for pattern in MASTER_URLS):

@@ -122,6 +122,12 @@ def compute_stats(
     ).check()
 
 
+def upstream_stats(inputs: dict[str, Folder]) -> StageStats | None:
+    """The stats of a stage's `docs` input (None: it has none)."""
+    docs = inputs.get("docs")
+    return StageStats.from_json(docs.read_text(STATS)) if docs is not None and docs.exists(STATS) else None
+
+
 def write_stage_output(spark: SparkSession, stage: str, out: StageOutput, upstream: Folder | None,
                        work: Folder, started: float) -> StageStats:
     """Write a stage's kept and dropped tables (unless it wrote them itself), its extra

@@ -127,18 +127,21 @@ class RunStage(luigi.Task):
 
     def run(self) -> None:
         from codemill.observe import Progress, stage_jobs
-        from codemill.pipelines.tables import write_stage_output
+        from codemill.pipelines.tables import upstream_stats, write_stage_output
 
         fs = out_filesystem(self.cfg)
         hold(fs, self.cfg.out_uri(), self.cfg.lease_seconds)
         spark = None
         if self.impl.uses_spark():
-            from codemill.spark import get_spark
+            from codemill.spark import get_spark, set_codegen
 
             spark = get_spark(self.cfg.spark, jvm_log_file(self.cfg))
             if spark.sparkContext.uiWebUrl:
                 self.set_tracking_url(spark.sparkContext.uiWebUrl)
         inputs = {name: task.committed() for name, task in self.requires().items()}
+        if spark is not None:  # queries compiled or interpreted by the size of the input
+            upstream = upstream_stats(inputs)
+            set_codegen(spark, self.cfg.spark, upstream.docs_out if upstream else None)
         attempt = attempt_name(RUN_ID)
         clean_stale_attempts(fs, self.output_uri, keep=attempt)
         work = Folder(join(self.output_uri, attempt), fs)

@@ -26,9 +26,8 @@ class NearDedup(DocumentStage):
 
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> StageOutput:
         from codemill.dedup.near import near_dedup_stage
-        from codemill.pipelines.tables import STATS, read_documents
-        from codemill.stats import StageStats
+        from codemill.pipelines.tables import read_documents, upstream_stats
 
-        upstream = StageStats.from_json(inputs["docs"].read_text(STATS))  # what the input holds
+        upstream = upstream_stats(inputs)
         return near_dedup_stage(spark, read_documents(spark, docs_path(inputs)), self.cfg.near_dedup,
-                                (upstream.docs_out, upstream.bytes_out))
+                                (upstream.docs_out, upstream.bytes_out) if upstream else None)
