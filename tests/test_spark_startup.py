@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,6 +89,28 @@ def test_local_python_workers_import_the_installed_pyspark(spark):
 
     files = spark.sparkContext.parallelize(range(2), 2).mapPartitions(where).collect()
     assert files and all(".zip" not in f for f in files), files
+
+
+@pytest.mark.spark
+def test_rdd_and_sql_tasks_fork_from_one_daemon_that_imported_their_modules(spark):
+    """Ingest runs RDD tasks and the later stages SQL ones: one warm daemon serves both,
+    and its workers find pandas, pyarrow and codemill's task code imported already."""
+    import pyarrow as pa
+
+    def parent(_):
+        yield os.getppid()
+
+    def parent_batches(batches):
+        for _ in batches:
+            yield pa.RecordBatch.from_pydict({"pid": [os.getppid()]})
+
+    rdd_parents = set(spark.sparkContext.parallelize(range(2), 2).mapPartitions(parent).collect())
+    sql_parents = {r["pid"] for r in spark.range(2).repartition(2).mapInArrow(parent_batches, "pid long").collect()}
+    assert len(rdd_parents) == 1 and rdd_parents == sql_parents, (rdd_parents, sql_parents)
+    daemon = rdd_parents.pop()
+    assert "codemill.spark_daemon" in Path(f"/proc/{daemon}/cmdline").read_text()
+    mapped = Path(f"/proc/{daemon}/maps").read_text()
+    assert "/pandas/_libs/" in mapped and "/pyarrow/lib." in mapped
 
 
 def test_an_unwritable_cache_folder_is_one_line_naming_the_setting(tmp_path):

@@ -62,6 +62,10 @@ DEFAULT_SPARK_CONF = {
     # in the JVM (about 18 round trips to it per `F.col`, a third of a small run's); our
     # errors name the stage and step instead.
     "spark.python.sql.dataFrameDebugging.enabled": "false",
+    # Spark starts one Python worker daemon per distinct worker environment, and its SQL
+    # functions add this variable where its RDD functions do not: set for both, ingest
+    # (RDD) and the later stages (SQL) share one daemon and its warm workers.
+    "spark.executorEnv.SPARK_SIMPLIFIED_TRACEBACK": "1",
 }
 
 
