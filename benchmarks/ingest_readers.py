@@ -39,7 +39,7 @@ ROW_GROUP_ROWS = 2_000
 SPARK = SparkConfig(master=f"local[{CORES}]", conf={"spark.sql.shuffle.partitions": "4",
                                                      "spark.driver.memory": "2g"})
 RUNS = 5
-TINY_RUNS = 3
+TINY_RUNS = 5
 
 
 def code_records(limit_bytes: int) -> Iterator[dict]:
@@ -87,29 +87,42 @@ def write_inputs(jsonl: Path, parquet: Path) -> int:
     return len(records)
 
 
-def best_seconds(run: Callable[[], object]) -> float:
-    times = []
-    for _ in range(RUNS):
+def timed(run: Callable[[], object]) -> Callable[[], float]:
+    """`run` as a function returning the seconds it took."""
+
+    def seconds() -> float:
         started = time.perf_counter()
         run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        return time.perf_counter() - started
+
+    return seconds
 
 
-def stage_seconds(spark, src: SourceConfig, compression: str = "none") -> float:
+def interleaved_best(runs: list[Callable[[], float]], rounds: int = RUNS) -> list[float]:
+    """The best of each of `runs` (each returns the seconds of what it measures), all run
+    in turn within every round: a shared machine's quiet and busy spells fall on all of
+    them alike, not on whichever ran last."""
+    best = [float("inf")] * len(runs)
+    for _ in range(rounds):
+        for i, run in enumerate(runs):
+            best[i] = min(best[i], run())
+    return best
+
+
+def stage_run(spark, src: SourceConfig, compression: str = "none") -> Callable[[], float]:
     """The ingest stage as a run on a local `out` runs it: every record read, hashed and
     given its id and language, and both tables written as Parquet by the read tasks."""
     from codemill.ingest.stage import ingest
 
-    def run() -> None:
+    def run() -> float:
         work = OUT / "work"
-        shutil.rmtree(work, ignore_errors=True)
-        ingest(spark, [src], IngestConfig(compression=compression), work=Folder(str(work)))
+        shutil.rmtree(work, ignore_errors=True)  # not timed: the previous output's removal
+        return timed(lambda: ingest(spark, [src], IngestConfig(compression=compression), work=Folder(str(work))))()
 
-    return best_seconds(run)
+    return run
 
 
-def in_spark_seconds(spark, src: SourceConfig) -> float:
+def in_spark_run(spark, src: SourceConfig) -> Callable[[], float]:
     """The stage's rows built in Spark (as for a remote `out`), persisted and counted."""
     from codemill.ingest.stage import ingest
 
@@ -119,7 +132,7 @@ def in_spark_seconds(spark, src: SourceConfig) -> float:
         out.dropped.count()
         spark.catalog.clearCache()
 
-    return best_seconds(run)
+    return timed(run)
 
 
 def _hash_texts(chunk: pa.Array) -> None:
@@ -130,10 +143,12 @@ def _hash_texts(chunk: pa.Array) -> None:
         hashlib.sha256(data[start:end]).digest()
 
 
-def floor_seconds(read: Callable[[], pa.Table]) -> float:
+def floor_run(read: Callable[[], pa.Table]) -> Callable[[], float]:
     """The least an ingest must do, in pyarrow and hashlib alone on the same cores: read
     the records, hash every text (sha256) and write them back as uncompressed Parquet
     (one file per core, written at once); no rows, ids, languages or checks."""
+
+    files = [OUT / f"floor-{i}.parquet" for i in range(CORES)]
 
     def run() -> None:
         table = read()
@@ -141,15 +156,19 @@ def floor_seconds(read: Callable[[], pa.Table]) -> float:
         parts = [table.slice(i * per_part, per_part) for i in range(CORES)]
         with ThreadPoolExecutor(CORES) as pool:
             list(pool.map(_hash_texts, table.column("content").chunks))
-            list(pool.map(lambda i: pq.write_table(parts[i], OUT / f"floor-{i}.parquet", compression="none"),
-                          range(CORES)))
+            list(pool.map(lambda i: pq.write_table(parts[i], files[i], compression="none"), range(CORES)))
 
-    return best_seconds(run)
+    def new_files() -> float:
+        for file in files:  # not timed, as for the stage: the previous output's removal
+            file.unlink(missing_ok=True)
+        return timed(run)()
+
+    return new_files
 
 
-def reader_seconds(rows_of: Callable[[], object]) -> float:
+def reader_run(rows_of: Callable[[], object]) -> Callable[[], float]:
     """A reader's rows, each converted in the JVM, written nowhere."""
-    return best_seconds(lambda: rows_of().write.format("noop").mode("overwrite").save())
+    return timed(lambda: rows_of().write.format("noop").mode("overwrite").save())
 
 
 def readers_section(records: int, jsonl: Path, parquet: Path) -> list[str]:
@@ -160,8 +179,8 @@ def readers_section(records: int, jsonl: Path, parquet: Path) -> list[str]:
     warm = OUT / "warm.jsonl"
     warm.write_text(json.dumps({"content": "x = 1\n", "path": "w.py"}) + "\n")
     warm_src = SourceConfig(name="warm", type="jsonl", path=str(warm))
-    stage_seconds(spark, warm_src)  # workers import codemill
-    in_spark_seconds(spark, warm_src)
+    stage_run(spark, warm_src)()  # workers import codemill
+    in_spark_run(spark, warm_src)()
 
     pa.set_cpu_count(CORES)
     block = pj.ReadOptions(use_threads=True, block_size=32 << 20)
@@ -169,29 +188,38 @@ def readers_section(records: int, jsonl: Path, parquet: Path) -> list[str]:
     size_parquet = sum(p.stat().st_size for p in parquet.iterdir())
     jsonl_src = SourceConfig(name="bench", type="jsonl", path=str(jsonl))
     parquet_src = SourceConfig(name="bench", type="parquet", path=str(parquet))
-    figures = [
-        ("(a) JSONL", "pyarrow.json.read_json", size_jsonl, best_seconds(lambda: pj.read_json(jsonl, block))),
-        ("(a) JSONL", "floor: pyarrow read + sha256 of every text + Parquet write", size_jsonl,
-         floor_seconds(lambda: pj.read_json(jsonl, block))),
-        ("(a) JSONL", "codemill ingest stage (tables uncompressed, the default)", size_jsonl,
-         stage_seconds(spark, jsonl_src)),
-        ("(a) JSONL", "codemill ingest stage (tables snappy)", size_jsonl, stage_seconds(spark, jsonl_src, "snappy")),
-        ("(a) JSONL", "codemill ingest rows built in Spark (remote out), persisted", size_jsonl,
-         in_spark_seconds(spark, jsonl_src)),
-        ("(b) Parquet", "pyarrow.parquet.read_table", size_parquet,
-         best_seconds(lambda: pq.read_table(parquet, use_threads=True))),
-        ("(b) Parquet", "floor: pyarrow read + sha256 of every text + Parquet write", size_parquet,
-         floor_seconds(lambda: pq.read_table(parquet, use_threads=True))),
-        ("(b) Parquet", "codemill ingest stage (tables uncompressed, the default)", size_parquet,
-         stage_seconds(spark, parquet_src)),
-        ("(b) Parquet", "codemill ingest stage (tables snappy)", size_parquet,
-         stage_seconds(spark, parquet_src, "snappy")),
-        ("(b) Parquet", "codemill reader alone into Spark (pyarrow by row group)", size_parquet,
-         reader_seconds(lambda: _task_per_reader(spark, _parquet_readers(spark, parquet_src, dict(DEFAULT_COLUMNS),
-                                                                         IngestConfig())))),
-        ("(b) Parquet", "Spark's Parquet reader + mapInArrow alone", size_parquet,
-         reader_seconds(lambda: _remote_parquet_rows(spark, parquet_src, dict(DEFAULT_COLUMNS)))),
+    # Rows of one group are timed in turn within each round (a quiet or busy spell falls
+    # on all of them); groups run one after another, so the JVM-heavy paths (rows cached
+    # in Spark, Spark's own reader) do not leave their garbage to the headline rows.
+    runs = [
+        ("jsonl", "(a) JSONL", "pyarrow.json.read_json", size_jsonl, timed(lambda: pj.read_json(jsonl, block))),
+        ("jsonl", "(a) JSONL", "floor: pyarrow read + sha256 of every text + Parquet write", size_jsonl,
+         floor_run(lambda: pj.read_json(jsonl, block))),
+        ("jsonl", "(a) JSONL", "codemill ingest stage (tables uncompressed, the default)", size_jsonl,
+         stage_run(spark, jsonl_src)),
+        ("jsonl", "(a) JSONL", "codemill ingest stage (tables snappy)", size_jsonl,
+         stage_run(spark, jsonl_src, "snappy")),
+        ("jsonl in Spark", "(a) JSONL", "codemill ingest rows built in Spark (remote out), persisted", size_jsonl,
+         in_spark_run(spark, jsonl_src)),
+        ("parquet", "(b) Parquet", "pyarrow.parquet.read_table", size_parquet,
+         timed(lambda: pq.read_table(parquet, use_threads=True))),
+        ("parquet", "(b) Parquet", "floor: pyarrow read + sha256 of every text + Parquet write", size_parquet,
+         floor_run(lambda: pq.read_table(parquet, use_threads=True))),
+        ("parquet", "(b) Parquet", "codemill ingest stage (tables uncompressed, the default)", size_parquet,
+         stage_run(spark, parquet_src)),
+        ("parquet", "(b) Parquet", "codemill ingest stage (tables snappy)", size_parquet,
+         stage_run(spark, parquet_src, "snappy")),
+        ("parquet reader", "(b) Parquet", "codemill reader alone into Spark (pyarrow by row group)", size_parquet,
+         reader_run(lambda: _task_per_reader(spark, _parquet_readers(spark, parquet_src, dict(DEFAULT_COLUMNS),
+                                                                     IngestConfig())))),
+        ("parquet in Spark", "(b) Parquet", "Spark's Parquet reader + mapInArrow alone", size_parquet,
+         reader_run(lambda: _remote_parquet_rows(spark, parquet_src, dict(DEFAULT_COLUMNS)))),
     ]
+    seconds: dict[int, float] = {}
+    for group in dict.fromkeys(g for g, *_ in runs):
+        indices = [i for i, (g, *_) in enumerate(runs) if g == group]
+        seconds.update(zip(indices, interleaved_best([runs[i][-1] for i in indices])))
+    figures = [(kind, reader, size, seconds[i]) for i, (_, kind, reader, size, _) in enumerate(runs)]
     spark.stop()
     lines = [
         f"## Record readers vs pyarrow ({records:,} stdlib records, {CORES} cores)",
@@ -209,7 +237,9 @@ def readers_section(records: int, jsonl: Path, parquet: Path) -> list[str]:
         f"pyarrow on {CORES} threads; codemill on local[{CORES}] after a warm-up run (Python workers started). "
         "The stage figure is `ingest()` as a run on a local `out` calls it: every record parsed, hashed, "
         "given its id and language, and the document and dropped tables written as Parquet by the read "
-        f"tasks. Best of {RUNS}. Target: the stage at >= 50% of pyarrow's throughput. The floor rows do "
+        f"tasks. Best of {RUNS} rounds; pyarrow, the floor and the stage are timed in turn within each round "
+        "(a busy spell falls on all of them). "
+        "Target: the stage at >= 50% of pyarrow's throughput. The floor rows do "
         "only what no ingest can skip (read, hash every text, write), in pyarrow and hashlib on the same "
         "threads.",
     ]
