@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from codemill.dedup.config import NearDedupConfig
+from codemill.dedup.lsh import band_params, optimal_bands_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_VENV = ROOT / ".venv-peers"
 PEER_PACKAGES = ["datatrove==0.10.1", "text-dedup==0.4.0", "orjson", "tokenizers", "xxhash<4",
@@ -33,8 +36,9 @@ def main() -> str:
                     "--sizes", "1,4,8,16", "--json", str(out), "--peers-python", str(ensure_peers())],
                    check=True)
     results = json.loads(out.read_text())
-    lines = ["## Near dedup vs datatrove and text-dedup (5-grams, 256 permutations, "
-             "25 x 10 bands, threshold 0.7, 2 processes)", "",
+    ours, peers = band_params(NearDedupConfig()), optimal_bands_rows(0.7, 256)
+    lines = ["## Near dedup vs datatrove and text-dedup (5-grams, 256 permutations, threshold 0.7, "
+             f"2 processes; codemill {ours[0]} x {ours[1]} bands, peers {peers[0]} x {peers[1]})", "",
              "| docs | tool | seconds | docs/s | precision | recall | F1 | codemill speed-up |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for size in sorted({r["docs"] for r in results}):

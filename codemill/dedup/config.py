@@ -23,10 +23,15 @@ class NearDedupConfig(Section):
     num_perm: int = setting(256, ge=2, le=8192)
     threshold: float = setting(0.7, gt=0.0, le=1.0)
     lowercase: bool = False
-    # Weights of false positives / false negatives when choosing bands x rows.
+    # Bands x rows are chosen so that a pair at the threshold becomes a candidate with at
+    # least this probability, with the fewest candidates below it: every candidate is then
+    # checked by exact Jaccard (with verify_min_cluster_size 2, the default), which removes
+    # the false ones. 0: bands x rows minimise fp_weight * false positives + fn_weight *
+    # false negatives instead (datasketch's choice, for unchecked candidates).
+    candidate_probability: float = setting(0.99, ge=0.0, lt=1.0)
     fp_weight: float = setting(0.5, ge=0.0, le=1.0)
     fn_weight: float = setting(0.5, ge=0.0, le=1.0)
-    # 0: chosen from threshold and weights; else used as given (bands * rows <= num_perm).
+    # 0: chosen from the threshold as above; else used as given (bands * rows <= num_perm).
     bands: int = setting(0, ge=0)
     rows: int = setting(0, ge=0)
     # Clusters at least this large have their candidate pairs checked by real Jaccard.

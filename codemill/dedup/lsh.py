@@ -2,9 +2,13 @@
 
 Two documents become candidates when all `rows` signature values of at least
 one band agree; with Jaccard s that happens with probability
-1 - (1 - s**rows)**bands. Bands x rows are chosen to minimise the weighted
-area of false positives (below the threshold) plus false negatives (above
-it), the criterion of datasketch's `MinHashLSH` (and of BigCode's pipeline).
+1 - (1 - s**rows)**bands. codemill checks every candidate pair by exact Jaccard,
+so a false candidate costs only that check: bands x rows are chosen to make a
+pair at the threshold a candidate with high probability (0.99 by default), with
+the fewest candidates below the threshold. Pipelines that remove candidates
+unchecked (datasketch's `MinHashLSH`, BigCode's) instead minimise the weighted
+area of false positives plus false negatives, which leaves a pair at the
+threshold a candidate only about half the time; that choice remains available.
 """
 
 from __future__ import annotations
@@ -26,6 +30,17 @@ def _integrate(f, lo: float, hi: float, nodes: np.ndarray, weights: np.ndarray) 
     return half * (f(half * nodes + (lo + hi) / 2) @ weights)
 
 
+def _band_grid(num_perm: int) -> list[tuple[int, int]]:
+    """Every (bands, rows) with bands * rows <= num_perm, in (bands, rows) ascending order."""
+    return [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]
+
+
+def _candidate_probability(grid: list[tuple[int, int]]):
+    bands = np.array([g[0] for g in grid], dtype=np.float64)[:, None]
+    rows = np.array([g[1] for g in grid], dtype=np.float64)[:, None]
+    return lambda s: 1.0 - (1.0 - np.atleast_1d(s)[None, :] ** rows) ** bands
+
+
 def optimal_bands_rows(
     threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
 ) -> tuple[int, int]:
@@ -38,22 +53,40 @@ def optimal_bands_rows(
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    grid = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]
-    bands = np.array([g[0] for g in grid], dtype=np.float64)[:, None]
-    rows = np.array([g[1] for g in grid], dtype=np.float64)[:, None]
+    grid = _band_grid(num_perm)
+    p_candidate = _candidate_probability(grid)
     nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
-
-    def p_candidate(s: np.ndarray) -> np.ndarray:
-        return 1.0 - (1.0 - s[None, :] ** rows) ** bands
-
     fp = _integrate(p_candidate, 0.0, threshold, nodes, weights)
     fn = _integrate(lambda s: 1.0 - p_candidate(s), threshold, 1.0, nodes, weights)
     best = int(np.argmin(fp * fp_weight + fn * fn_weight))  # first minimum on ties
     return grid[best]
 
 
+def verified_bands_rows(threshold: float, num_perm: int, min_probability: float) -> tuple[int, int]:
+    """(bands, rows), bands * rows <= num_perm, with which a pair of Jaccard `threshold`
+    becomes a candidate with probability >= `min_probability`, and the least area of
+    candidates below the threshold among those (then the fewest hashes per document).
+    When no choice reaches `min_probability`, the one that comes closest."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    grid = _band_grid(num_perm)
+    p_candidate = _candidate_probability(grid)
+    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+    at_threshold = p_candidate(threshold)[:, 0]
+    fp = _integrate(p_candidate, 0.0, threshold, nodes, weights)
+    reach = at_threshold >= min_probability
+    if not reach.any():
+        reach = at_threshold == at_threshold.max()
+    hashes = np.array([b * r for b, r in grid])
+    # lexsort: the last key first; ties then go to the grid's ascending order
+    order = np.lexsort((np.arange(len(grid)), hashes, fp, ~reach))
+    return grid[int(order[0])]
+
+
 def band_params(cfg: NearDedupConfig) -> tuple[int, int]:
-    """Bands x rows from the config: as given when set, else the optimum for its threshold."""
+    """Bands x rows from the config: as given when set; else, for its threshold, the choice
+    that makes a pair at the threshold a candidate with probability
+    `candidate_probability`, or (when that is 0) the fp/fn-weighted optimum."""
     if cfg.bands or cfg.rows:
         if cfg.bands < 1 or cfg.rows < 1 or cfg.bands * cfg.rows > cfg.num_perm:
             raise ValueError(
@@ -61,6 +94,8 @@ def band_params(cfg: NearDedupConfig) -> tuple[int, int]:
                 f"with bands * rows <= num_perm={cfg.num_perm}"
             )
         return cfg.bands, cfg.rows
+    if cfg.candidate_probability > 0:
+        return verified_bands_rows(cfg.threshold, cfg.num_perm, cfg.candidate_probability)
     return optimal_bands_rows(cfg.threshold, cfg.num_perm, cfg.fp_weight, cfg.fn_weight)
 
 

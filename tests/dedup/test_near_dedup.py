@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from codemill.dedup.components import connected_components
 from codemill.dedup.config import NearDedupConfig
-from codemill.dedup.lsh import band_params, optimal_bands_rows
+from codemill.dedup.lsh import band_params, optimal_bands_rows, verified_bands_rows
 from codemill.dedup.minhash import signatures, to_datasketch
 from codemill.dedup.near import _fits_broadcast, jaccard_batches, near_dedup
 from codemill.dedup.shingles import (
@@ -155,9 +155,33 @@ def test_band_params_agree_with_datasketch(threshold, num_perm, weights):
     )
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.85])
+@pytest.mark.parametrize("num_perm", [64, 256])
+def test_verified_bands_make_a_pair_at_the_threshold_a_candidate_with_the_fewest_false_ones(threshold, num_perm):
+    """Checked against a search of its own: every bands x rows that reaches 0.99 at the
+    threshold, the least area of candidates below it (summed on a fine grid)."""
+    def p(s, b, r):
+        return 1 - (1 - s**r) ** b
+
+    below = np.linspace(0, threshold, 2001)
+    reaching = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)
+                if p(threshold, b, r) >= 0.99]
+    expected = min(reaching, key=lambda g: (np.trapezoid(p(below, *g), below), g[0] * g[1], g))
+    chosen = verified_bands_rows(threshold, num_perm, 0.99)
+    assert p(threshold, *chosen) >= 0.99
+    assert chosen == expected
+
+
+def test_without_enough_hashes_the_bands_come_closest_to_the_wanted_probability():
+    # two hashes: one band of one or two rows, or two bands of one (0.99 at J = 0.9)
+    assert verified_bands_rows(0.9, 2, 0.9999) == (2, 1)
+
+
 def test_band_params_from_config():
-    assert band_params(NearDedupConfig()) == (25, 10)
-    assert band_params(NearDedupConfig(num_perm=250)) == (25, 10)  # BigCode's example
+    assert band_params(NearDedupConfig()) == (37, 6)  # P(candidate | J = 0.7) = 0.9903
+    # unchecked-candidate optimum, as datasketch and BigCode choose
+    assert band_params(NearDedupConfig(candidate_probability=0)) == (25, 10)
+    assert band_params(NearDedupConfig(candidate_probability=0, num_perm=250)) == (25, 10)  # BigCode's
     assert band_params(NearDedupConfig(bands=16, rows=16)) == (16, 16)
     with pytest.raises(ValueError):
         band_params(NearDedupConfig(bands=30, rows=10))
