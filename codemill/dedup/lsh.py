@@ -30,32 +30,32 @@ def _integrate(f, lo: float, hi: float, nodes: np.ndarray, weights: np.ndarray) 
     return half * (f(half * nodes + (lo + hi) / 2) @ weights)
 
 
-def _band_grid(num_perm: int) -> list[tuple[int, int]]:
-    """Every (bands, rows) with bands * rows <= num_perm, in (bands, rows) ascending order."""
-    return [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]
-
-
-def _candidate_probability(grid: list[tuple[int, int]]):
+def _bands(threshold: float, num_perm: int):
+    """Every (bands, rows) with bands * rows <= num_perm, in (bands, rows) ascending order;
+    their candidate probability as a function of Jaccard s (one row per choice); and the
+    Gauss-Legendre nodes and weights that integrate it exactly (a polynomial in s of
+    degree bands * rows <= num_perm)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    grid = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]
     bands = np.array([g[0] for g in grid], dtype=np.float64)[:, None]
     rows = np.array([g[1] for g in grid], dtype=np.float64)[:, None]
-    return lambda s: 1.0 - (1.0 - np.atleast_1d(s)[None, :] ** rows) ** bands
+
+    def p_candidate(s: np.ndarray | float) -> np.ndarray:
+        return 1.0 - (1.0 - np.atleast_1d(s)[None, :] ** rows) ** bands
+
+    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+    return grid, p_candidate, nodes, weights
 
 
 def optimal_bands_rows(
     threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
 ) -> tuple[int, int]:
-    """(bands, rows), bands * rows <= num_perm, minimising fp_weight * FP + fn_weight * FN.
-
-    The candidate probability is a polynomial in s of degree bands * rows <=
-    num_perm, so Gauss-Legendre with num_perm // 2 + 1 nodes integrates it
-    exactly. Ties go to the first (bands, rows) in (bands, rows) ascending
-    order, as datasketch's search does.
+    """(bands, rows), bands * rows <= num_perm, minimising fp_weight * FP + fn_weight * FN
+    (areas under and over the candidate probability curve). Ties go to the first
+    (bands, rows) in (bands, rows) ascending order, as datasketch's search does.
     """
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    grid = _band_grid(num_perm)
-    p_candidate = _candidate_probability(grid)
-    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+    grid, p_candidate, nodes, weights = _bands(threshold, num_perm)
     fp = _integrate(p_candidate, 0.0, threshold, nodes, weights)
     fn = _integrate(lambda s: 1.0 - p_candidate(s), threshold, 1.0, nodes, weights)
     best = int(np.argmin(fp * fp_weight + fn * fn_weight))  # first minimum on ties
@@ -67,11 +67,7 @@ def verified_bands_rows(threshold: float, num_perm: int, min_probability: float)
     becomes a candidate with probability >= `min_probability`, and the least area of
     candidates below the threshold among those (then the fewest hashes per document).
     When no choice reaches `min_probability`, the one that comes closest."""
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    grid = _band_grid(num_perm)
-    p_candidate = _candidate_probability(grid)
-    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+    grid, p_candidate, nodes, weights = _bands(threshold, num_perm)
     at_threshold = p_candidate(threshold)[:, 0]
     fp = _integrate(p_candidate, 0.0, threshold, nodes, weights)
     reach = at_threshold >= min_probability
