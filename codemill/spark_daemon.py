@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-# What a worker imports for codemill's tasks: pyspark's worker and its Arrow serializers
-# (which import pandas), and the modules whose functions the tasks run.
+# What a worker imports for codemill's tasks: pyspark's worker, its Arrow serializers and
+# pandas (imported by Arrow functions' workers), and the modules whose functions tasks run.
 PRELOADED = ("pyspark.worker", "pyspark.sql.pandas.serializers", "pandas", "pyarrow", "pyarrow.parquet",
              "codemill.ingest.parts", "codemill.ingest.records", "codemill.dedup.near", "codemill.filters.steps",
              "codemill.mix.kinds", "codemill.tokenize.jobs")
