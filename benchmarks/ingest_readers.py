@@ -87,10 +87,12 @@ def write_inputs(jsonl: Path, parquet: Path) -> int:
     return len(records)
 
 
-def timed(run: Callable[[], object]) -> Callable[[], float]:
-    """`run` as a function returning the seconds it took."""
+def timed(run: Callable[[], object], first: Callable[[], object] = lambda: None) -> Callable[[], float]:
+    """`run` as a function returning the seconds it took, after `first` (untimed: the removal
+    of the previous run's output)."""
 
     def seconds() -> float:
+        first()
         started = time.perf_counter()
         run()
         return time.perf_counter() - started
@@ -114,12 +116,9 @@ def stage_run(spark, src: SourceConfig, compression: str = "none") -> Callable[[
     given its id and language, and both tables written as Parquet by the read tasks."""
     from codemill.ingest.stage import ingest
 
-    def run() -> float:
-        work = OUT / "work"
-        shutil.rmtree(work, ignore_errors=True)  # not timed: the previous output's removal
-        return timed(lambda: ingest(spark, [src], IngestConfig(compression=compression), work=Folder(str(work))))()
-
-    return run
+    work = OUT / "work"
+    return timed(lambda: ingest(spark, [src], IngestConfig(compression=compression), work=Folder(str(work))),
+                 first=lambda: shutil.rmtree(work, ignore_errors=True))
 
 
 def in_spark_run(spark, src: SourceConfig) -> Callable[[], float]:
@@ -158,12 +157,7 @@ def floor_run(read: Callable[[], pa.Table]) -> Callable[[], float]:
             list(pool.map(_hash_texts, table.column("content").chunks))
             list(pool.map(lambda i: pq.write_table(parts[i], files[i], compression="none"), range(CORES)))
 
-    def new_files() -> float:
-        for file in files:  # not timed, as for the stage: the previous output's removal
-            file.unlink(missing_ok=True)
-        return timed(run)()
-
-    return new_files
+    return timed(run, first=lambda: [file.unlink(missing_ok=True) for file in files])
 
 
 def reader_run(rows_of: Callable[[], object]) -> Callable[[], float]:
