@@ -34,7 +34,9 @@ class NearDedupConfig(Section):
     # 0: chosen from the threshold as above; else used as given (bands * rows <= num_perm).
     bands: int = setting(0, ge=0)
     rows: int = setting(0, ge=0)
-    # Clusters at least this large have their candidate pairs checked by real Jaccard.
+    # Clusters at least this large have their candidate pairs checked by real Jaccard (a
+    # dropped document's kept partner is then certain to be a near-copy, not just a
+    # candidate).
     verify_min_cluster_size: int = setting(2, ge=2)
     hash_seed: int = setting(1, ge=0)
     # LSH buckets up to this size yield all their pairs as candidates; a larger bucket

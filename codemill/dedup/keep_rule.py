@@ -41,6 +41,17 @@ def license_rank(license_col: Column) -> Column:
     )
 
 
+def keep_key() -> Column:
+    """A struct of the rule's criteria that sorts ascending in keep order (best first), for
+    ordering values that are not rows of a window, such as an LSH bucket's members."""
+    return F.struct(
+        license_rank(F.col("license")).alias("license_rank"),
+        F.col("stars").isNull().alias("no_stars"),
+        (-F.coalesce(F.col("stars"), F.lit(0))).alias("minus_stars"),
+        F.col("id"),
+    )
+
+
 def keep_order() -> list[Column]:
     """Sort keys for a window over a duplicate group: the first row is kept."""
     return [

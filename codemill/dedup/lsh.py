@@ -111,8 +111,9 @@ def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
 def band_key_batches(
     batches: Iterator[pa.RecordBatch], cfg: NearDedupConfig, bands: int, rows: int
 ) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: (id, content) -> (band, key, id), one row per band of each document
-    that has at least one shingle (documents without one never reach a bucket)."""
+    """mapInArrow body: (content, other columns...) -> (band, key, other columns...), one
+    row per band of each document that has at least one shingle (documents without one
+    never reach a bucket)."""
     a, b = permutations(cfg.num_perm, cfg.hash_seed)
     for batch in (s for big in batches for s in byte_slices(big, "content")):
         texts = string_bytes(batch.column("content"))
@@ -120,11 +121,13 @@ def band_key_batches(
         has = np.flatnonzero(np.diff(offsets) > 0)
         sig = signatures_from_hashes(hashes, offsets, a, b)[has]
         keys = band_hashes(sig, bands, rows)
+        carried = [name for name in batch.schema.names if name != "content"]
+        at = pa.array(np.repeat(has, bands))
         yield pa.RecordBatch.from_arrays(
             [
                 pa.array(np.tile(np.arange(bands, dtype=np.int32), len(has))),
                 pa.array(keys.reshape(-1).view(np.int64)),
-                batch.column("id").take(pa.array(np.repeat(has, bands))),
+                *(batch.column(name).take(at) for name in carried),
             ],
-            names=["band", "key", "id"],
+            names=["band", "key", *carried],
         )

@@ -1,16 +1,20 @@
-"""The near-dedup stage: MinHash LSH candidates, a real-Jaccard guard, components, one survivor.
+"""The near-dedup stage: MinHash LSH candidates, a real-Jaccard guard, clusters, survivors.
 
 1. Executors shingle each document, compute its MinHash signature and emit one
    bucket key per LSH band (documents without a shingle emit nothing: only
    exact dedup covers them).
-2. Documents sharing a (band, key) bucket become candidate pairs.
+2. Documents sharing a (band, key) bucket become candidate pairs (a bucket too large
+   for all its pairs links its members in a star around its best document by the
+   keep rule, plus a chain).
 3. The guard: candidate pairs inside clusters of at least
    `verify_min_cluster_size` documents are checked by exact Jaccard over the
    shingle sets, and pairs below the threshold are removed — so boilerplate
    shared by unrelated files cannot chain them into one giant cluster.
-4. Connected components of the remaining pairs are the clusters; the keep
-   rule (keep_rule.keep_order) picks one survivor per cluster, the rest are
-   dropped with their cluster id and survivor id.
+4. Connected components of the remaining pairs are the clusters. Each keeps its
+   best document by the keep rule (keep_rule.keep_order), plus as few others as
+   needed for every dropped document to have a kept document it is paired with
+   (survivors.py); the rest are dropped with their cluster id and that kept
+   document's id.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegerType, LongType, StructField, StructType
 
 from codemill.dedup.components import connected_components
 from codemill.dedup.config import NearDedupConfig
-from codemill.dedup.keep_rule import keep_order
+from codemill.dedup.keep_rule import keep_key, keep_order
 from codemill.dedup.lsh import band_key_batches, band_params
 from codemill.dedup.shingles import shingle_set_batches
+from codemill.dedup.survivors import survivor_batches
 from codemill.observe import step
 from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
 from codemill.stats import StageStats
@@ -46,12 +52,14 @@ _DECISION_ROW_BYTES = 128
 class NearDedupResult:
     kept: DataFrame  # DOC_SCHEMA columns
     dropped: DataFrame  # DROPPED_SCHEMA columns
-    clusters: DataFrame  # cluster_id, size, members (sorted ids), kept_id
+    clusters: DataFrame  # cluster_id, size, members (sorted ids), kept_ids (keep-rule order)
     stats: StageStats
 
 
 def _bucket_pairs(members: str, all_pairs_max: int) -> F.Column:
-    """Candidate pairs (a < b) of a bucket's sorted member array, as an array of structs."""
+    """Candidate pairs (a, b) of a bucket's member array, as an array of structs: all pairs,
+    or for a bucket over `all_pairs_max` members a star around its first member plus a
+    chain through the rest in array order."""
     all_pairs_max = max(all_pairs_max, 2)  # the star-and-chain form needs >= 3 members
     every = (
         f"flatten(transform(sequence(1, size({members}) - 1), i -> "
@@ -71,18 +79,21 @@ def _bucket_pairs(members: str, all_pairs_max: int) -> F.Column:
 
 def candidate_pairs(docs: DataFrame, cfg: NearDedupConfig, bands: int, rows: int) -> DataFrame:
     """Distinct (a, b), a < b, of documents that share at least one LSH bucket."""
-    keys = docs.select("id", "content").mapInArrow(
+    # Each bucket's members are ordered by the keep rule, so a star drawn in a large bucket
+    # centres on the document its cluster will keep.
+    keys = docs.select(keep_key().alias("keep"), "content").mapInArrow(
         partial(band_key_batches, cfg=cfg, bands=bands, rows=rows),
-        "band int, key long, id string",
+        StructType([StructField("band", IntegerType()), StructField("key", LongType()),
+                    StructField("keep", docs.select(keep_key()).schema[0].dataType)]),
     )
     buckets = (
         keys.groupBy("band", "key")
-        .agg(F.array_sort(F.collect_set("id")).alias("m"))
+        .agg(F.transform(F.array_sort(F.collect_set("keep")), lambda k: k["id"]).alias("m"))
         .where(F.size("m") > 1)
     )
     return (
         buckets.select(F.explode(_bucket_pairs("m", cfg.all_pairs_max_bucket)).alias("p"))
-        .select("p.a", "p.b")
+        .select(F.least("p.a", "p.b").alias("a"), F.greatest("p.a", "p.b").alias("b"))
         .distinct()
     )
 
@@ -160,24 +171,50 @@ def _split_by_cluster_size(pairs: DataFrame, min_size: int) -> tuple[DataFrame, 
 
 
 def _decide(docs: DataFrame, edges: DataFrame) -> DataFrame:
-    """(id, size_bytes, cluster_id, kept_id) of every document in a cluster, kept_id chosen
-    by the keep rule."""
+    """(id, size_bytes, cluster_id, rank, kept_id) of every document in a cluster: rank is
+    its place in keep-rule order, kept_id the survivor it is a duplicate of (itself for a
+    survivor)."""
     comp = connected_components(edges, "a", "b").withColumnRenamed("component", "cluster_id")
-    ranked = docs.select("id", "license", "stars", "size_bytes").join(comp, "id")
-    first = Window.partitionBy("cluster_id").orderBy(*keep_order())
-    return ranked.select(
-        "id", "size_bytes", "cluster_id", F.first("id").over(first).alias("kept_id")
+    ranked = (
+        docs.select("id", "license", "stars", "size_bytes").join(comp, "id")
+        .withColumn("rank", F.row_number().over(Window.partitionBy("cluster_id").orderBy(*keep_order())) - 1)
+        .select("id", "cluster_id", "rank", "size_bytes")
+        .localCheckpoint(eager=False)
+    )  # fmt: skip
+    members = ranked.groupBy("cluster_id").agg(
+        F.transform(F.array_sort(F.collect_list(F.struct("rank", "id"))), lambda m: m["id"]).alias("members")
     )
+    ends = ranked.select("id", "rank")
+    links = (
+        edges.join(ends.select(F.col("id").alias("a"), F.col("rank").alias("ra")), "a")
+        .join(ranked.select(F.col("id").alias("b"), "cluster_id", F.col("rank").alias("rb")), "b")
+        .groupBy("cluster_id")
+        .agg(F.collect_list("ra").alias("a"), F.collect_list("rb").alias("b"))
+    )
+    decided = members.join(links, "cluster_id").mapInArrow(
+        survivor_batches, "id string, cluster_id string, rank int, kept_id string"
+    )
+    return decided.join(ranked.select("id", "size_bytes"), "id")
 
 
 def _cluster_table(decisions: DataFrame) -> DataFrame:
-    return decisions.groupBy("cluster_id").agg(
-        F.count(F.lit(1)).alias("size"),
-        F.array_sort(F.collect_list("id")).alias("members"),
-        F.min("kept_id").alias("kept_id"),
-        F.count_distinct("kept_id").alias("kept_ids"),
-        F.sum((F.col("id") == F.col("kept_id")).cast("long")).alias("kept_count"),
-        F.sum(F.when(F.col("id") != F.col("kept_id"), F.col("size_bytes"))).alias("dropped_bytes"),
+    """One row per cluster; `stray` counts members whose kept_id is not one of the
+    cluster's survivors (always 0)."""
+    survivor = F.col("id") == F.col("kept_id")
+    kept_ids = F.transform(
+        F.array_sort(F.collect_list(F.when(survivor, F.struct("rank", "id")))), lambda m: m["id"]
+    )
+    return (
+        decisions.groupBy("cluster_id")
+        .agg(
+            F.count(F.lit(1)).alias("size"),
+            F.array_sort(F.collect_list("id")).alias("members"),
+            kept_ids.alias("kept_ids"),
+            F.collect_set("kept_id").alias("kept_by"),
+            F.sum(F.when(~survivor, F.col("size_bytes"))).alias("dropped_bytes"),
+        )
+        .withColumn("survivors", F.size("kept_ids"))
+        .withColumn("stray", F.size(F.array_except("kept_by", "kept_ids")))
     )
 
 
@@ -223,14 +260,17 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig,
             cluster_rows.groupBy("size")
             .agg(
                 F.count(F.lit(1)).alias("clusters"),
-                F.sum(((F.col("kept_count") != 1) | (F.col("kept_ids") != 1)).cast("long")).alias("bad"),
+                F.sum("survivors").alias("survivors"),
+                F.sum(((F.col("survivors") < 1) | (F.col("stray") > 0)).cast("long")).alias("bad"),
                 F.sum("dropped_bytes").alias("dropped_bytes"),
             )
             .collect()
         )
     bad = sum(r["bad"] for r in sizes)
-    assert bad == 0, f"near_dedup: {bad} clusters do not keep exactly one document"
-    n_dropped = sum(r["clusters"] * (r["size"] - 1) for r in sizes)
+    assert bad == 0, f"near_dedup: {bad} clusters drop a document without keeping its duplicate"
+    n_clusters = sum(r["clusters"] for r in sizes)
+    n_survivors = sum(r["survivors"] for r in sizes)
+    n_dropped = sum(r["clusters"] * r["size"] for r in sizes) - n_survivors
     dropped_bytes = sum(int(r["dropped_bytes"] or 0) for r in sizes)
     if docs_in is None:
         with step("count the input"):
@@ -238,7 +278,7 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig,
         docs_in = n_in, int(bytes_in or 0)
     n_in, bytes_in = docs_in
 
-    drops = decisions.where(F.col("id") != F.col("kept_id")).drop("size_bytes")
+    drops = decisions.where(F.col("id") != F.col("kept_id")).select("id", "cluster_id", "kept_id")
     if _fits_broadcast(spark, n_dropped, _DECISION_ROW_BYTES):
         drops = F.broadcast(drops)
     kept = docs.join(drops.select("id"), "id", "left_anti").select(*DOC_COLUMNS)
@@ -259,13 +299,16 @@ def near_dedup(spark: SparkSession, docs: DataFrame, cfg: NearDedupConfig,
             "candidate_pairs": n_candidates,
             "pairs_verified": int(n_checked),
             "pairs_rejected_by_jaccard": int(n_checked) - int(n_passed or 0),
-            "clusters": sum(r["clusters"] for r in sizes),
+            "clusters": n_clusters,
+            # Survivors beyond one per cluster, kept because no other survivor is paired
+            # with them.
+            "extra_survivors": n_survivors - n_clusters,
             "cluster_size_histogram": {
                 str(r["size"]): r["clusters"] for r in sorted(sizes, key=lambda r: r["size"])
             },
         },
     ).check()
-    clusters = cluster_rows.select("cluster_id", "size", "members", "kept_id")
+    clusters = cluster_rows.select("cluster_id", "size", "members", "kept_ids")
     return NearDedupResult(kept=kept, dropped=dropped, clusters=clusters, stats=stats)
 
 

@@ -227,11 +227,14 @@ def clusters_section(stages: list[dict[str, Any]]) -> str:
     chart = column_chart("Near-duplicate clusters by size", [b[0] for b in bins],
                          [Series("clusters", [b[1] for b in bins])],
                          x_label="documents in the cluster", y_label="clusters")
-    table = _table(["cluster size", "clusters", "documents", "dropped"],
-                   [(label, format_count(n), format_count(docs), format_count(docs - n))
-                    for label, n, docs in bins])
+    table = _table(["cluster size", "clusters", "documents"],
+                   [(label, format_count(n), format_count(docs)) for label, n, docs in bins])
+    extra_kept = extra.get("extra_survivors", 0)
     caption = ("How many clusters of near-duplicate documents (Jaccard ≥ the threshold) had "
-               "each size; each cluster keeps one document and drops the rest. " + facts)
+               "each size. Each cluster keeps its best document by the keep rule and drops "
+               "the others, except that a document no survivor is similar to survives too "
+               f"({format_count(extra_kept)} such), so every dropped document has a kept "
+               "near-copy. " + facts)
     return _section("clusters", "Near-duplicate clusters", _row(_figure(chart, caption), table))
 
 

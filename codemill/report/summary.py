@@ -130,7 +130,8 @@ def format_summary(report: dict[str, Any], top_langs: int = 12) -> str:
             more = f", ... largest {sizes[-1][0]}" if len(sizes) > 8 else ""
             lines.append(f"near-duplicate clusters by size (size: clusters): {shown}{more}")
             lines.append(f"  candidate pairs {s['extra']['candidate_pairs']:,}, rejected by real "
-                         f"Jaccard {s['extra']['pairs_rejected_by_jaccard']:,}")
+                         f"Jaccard {s['extra']['pairs_rejected_by_jaccard']:,}; survivors beyond "
+                         f"one per cluster {s['extra'].get('extra_survivors', 0):,}")
     lines += ["", "final documents by kind and language:"]
     by_kind: dict[str, list[int]] = {}
     for row in report["by_lang"]:

@@ -293,7 +293,7 @@ def test_stage_outputs_are_consistent(planted):
     assert stats.bytes_in == sum(r["size_bytes"] for r in rows) == stats.bytes_out + dropped_bytes
     assert (stats.extra["bands"], stats.extra["rows"]) == band_params(NearDedupConfig()) == (37, 6)
     assert sum(int(k) * v for k, v in stats.extra["cluster_size_histogram"].items()) == (
-        stats.dropped["near_duplicate"] + stats.extra["clusters"]
+        stats.dropped["near_duplicate"] + stats.extra["clusters"] + stats.extra["extra_survivors"]
     )
     assert result.kept.columns == DOC_COLUMNS and result.dropped.columns == DROPPED_COLUMNS
     clusters = {r["cluster_id"]: r for r in result.clusters.collect()}
@@ -301,11 +301,14 @@ def test_stage_outputs_are_consistent(planted):
     for c in clusters.values():
         assert c["cluster_id"] == c["members"][0] == min(c["members"])
         assert c["members"] == sorted(c["members"]) and c["size"] == len(c["members"])
-        assert c["kept_id"] in c["members"] and c["kept_id"] in kept_ids
-        assert len(kept_ids & set(c["members"])) == 1  # exactly one survivor
+        assert set(c["kept_ids"]) == kept_ids & set(c["members"]) and c["kept_ids"]
+        assert c["kept_ids"][0] == min(c["members"])  # no license or stars: the smallest id
+    content = {r["id"]: r["content"] for r in rows}
     for d in result.dropped.collect():
         assert d["stage"] == "near_dedup" and d["reason"] == "near_duplicate"
-        assert d["duplicate_of"] == clusters[d["detail"]]["kept_id"] != d["id"]
+        assert d["duplicate_of"] in clusters[d["detail"]]["kept_ids"] and d["duplicate_of"] != d["id"]
+        # every removal has a kept near-copy
+        assert exact_jaccard(content[d["id"]], content[d["duplicate_of"]], NearDedupConfig()) >= 0.7
 
 
 def test_deterministic_across_partitionings(spark, planted):
@@ -391,3 +394,34 @@ def test_false_cluster_guard_stops_boilerplate_chains(spark):
     assert guarded.stats.dropped["near_duplicate"] == 0
     assert guarded.stats.extra["pairs_rejected_by_jaccard"] == guarded.stats.extra["candidate_pairs"] > 0
     assert guarded.kept.count() == len(rows)
+
+
+def test_a_chain_keeps_both_ends_so_no_removal_is_orphaned(spark):
+    """a ~ b ~ c with a and c below the threshold: dropping b and c (one survivor per
+    cluster) would lose c's content; a and c both survive and b points at a."""
+    lines = max(stdlib_texts(12, max_bytes=60_000), key=len).splitlines()
+    tenth = len(lines) // 10
+    a, b, c = ("\n".join(lines[k * tenth : (k + 8) * tenth]) for k in range(3))
+    cfg = NearDedupConfig()
+    assert exact_jaccard(a, b, cfg) >= 0.7 and exact_jaccard(b, c, cfg) >= 0.7 > exact_jaccard(a, c, cfg)
+    rows = [doc_row("a.py", a, license="MIT"), doc_row("b.py", b), doc_row("c.py", c)]
+    result = near_dedup(spark, make_docs(spark, rows), cfg)
+    assert sorted(r["path"] for r in result.kept.collect()) == ["a.py", "c.py"]
+    assert [(d["path"], d["duplicate_of"]) for d in result.dropped.collect()] == [("b.py", rows[0]["id"])]
+    (cluster,) = result.clusters.collect()
+    assert cluster["kept_ids"] == [rows[0]["id"], rows[2]["id"]]  # the keep-rule best first
+    assert result.stats.extra["extra_survivors"] == 1
+
+
+def test_a_bucket_too_large_for_all_pairs_centres_on_the_document_it_keeps(spark):
+    """Star-and-chain buckets: the star's centre is the keep rule's best, so one document
+    survives; centred on the smallest id it would need a second survivor."""
+    text = stdlib_texts(1)[0]
+    rows = [doc_row(f"copy{i}.py", f"{text}\n# copy {i}") for i in range(8)]
+    best = max(rows, key=lambda r: r["id"])
+    best["license"] = "MIT"
+    result = near_dedup(spark, make_docs(spark, rows), NearDedupConfig(all_pairs_max_bucket=2))
+    assert [r["id"] for r in result.kept.collect()] == [best["id"]]
+    assert {d["duplicate_of"] for d in result.dropped.collect()} == {best["id"]}
+    assert result.stats.extra["extra_survivors"] == 0
+    assert result.stats.extra["candidate_pairs"] < 8 * 7 // 2  # a star and a chain, not all pairs
