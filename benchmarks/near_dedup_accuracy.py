@@ -1,13 +1,22 @@
-"""Near-dedup accuracy and speed on real code with planted near-duplicates.
+"""Near-dedup accuracy and speed on real code with near-copies made the way they arise.
 
 The corpus is built from Python files on this machine (the standard library,
-then site-packages when more are needed): some files get near-copies with a
-known fraction of their lines edited, the others stay unrelated. Ground
-truth is exact Jaccard over the same shingles the stage uses (tokens split on
-`[^A-Za-z_0-9]`, word n-grams): documents linked by Jaccard >= threshold form
-groups, and each group should lose all but one member. A removal counts as
-correct while it stays within that budget, so precision also catches "all
-copies removed" and recall catches missed copies.
+then site-packages when more are needed): each of `originals` files gets
+1 + a geometric number of copies, `copies` on average (benchmarks/edited_copies.py) — exact, whitespace-only, or
+edited by renames, line edits, comments, spacing and license headers to a
+Jaccard similarity drawn uniformly from 0.3–1.0 — made from the original or,
+half the time, from the previous copy, so chains a ~ b ~ c arise whose ends
+are not similar. `unrelated` further files stay alone and lend the edits their
+inserted lines, comments and names.
+
+Ground truth is every pair with exact Jaccard >= threshold over the same
+shingles the stage uses (tokens split on `[^A-Za-z_0-9]`, word n-grams).
+Scores of a set of removed documents:
+* precision: the share of removed documents that have a kept document among
+  their true near-duplicates (a removal without one lost content);
+* recall: the share of true pairs with at least one side removed, also per
+  similarity bucket (0.70–0.75, …, 0.95–1.0, and exactly 1.0);
+* F1 of the two.
 
     .venv/bin/python benchmarks/near_dedup_accuracy.py [--sizes 1,2,4] [--json out.json]
 
@@ -33,8 +42,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# Edited-line fractions of the planted copies: from trivially near to clearly different.
-EDIT_LEVELS = (0.01, 0.03, 0.06, 0.1, 0.2, 0.35)
+from benchmarks.edited_copies import copy_near, donors_from, whitespace_copy  # noqa: E402
+
+SIMILARITY_RANGE = (0.3, 1.0)
+# Of the copies: exact, whitespace-only; the rest are edited.
+EXACT_SHARE, WHITESPACE_SHARE = 0.08, 0.08
+RECALL_BUCKETS = (0.70, 0.75, 0.80, 0.85, 0.90, 0.95, 1.0)
 
 
 @dataclass
@@ -43,7 +56,8 @@ class CorpusDoc:
     path: str
     content: str
     original: int  # index of the file it derives from (its own index for originals)
-    edit_level: float  # 0.0 for an original or unrelated file
+    kind: str  # original, unrelated, exact, whitespace, edited
+    parent_jaccard: float  # to the document it was copied from (1.0 for originals)
 
 
 def _source_files(min_bytes: int, max_bytes: int, rng: random.Random) -> list[Path]:
@@ -62,32 +76,22 @@ def _source_files(min_bytes: int, max_bytes: int, rng: random.Random) -> list[Pa
     return out
 
 
-def _edit(text: str, level: float, rng: random.Random) -> str:
-    """Replace, delete or insert lines at `level` of the line positions."""
-    lines = text.splitlines()
-    for i in sorted(rng.sample(range(len(lines)), max(1, round(len(lines) * level))), reverse=True):
-        op = rng.randrange(3)
-        new = f"{rng.choice(['value', 'item', 'node'])}_{rng.randrange(10**6)} = call_{rng.randrange(10**6)}(x)"
-        if op == 0:
-            lines[i] = new
-        elif op == 1:
-            del lines[i]
-        else:
-            lines.insert(i, new)
-    return "\n".join(lines)
+def _license_files() -> list[Path]:
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    found = [*purelib.glob("*.dist-info/LICENSE*"), *purelib.glob("*.dist-info/licenses/*")]
+    return sorted(p for p in found if p.is_file())
 
 
 def build_corpus(
     originals: int = 150,
     copies: int = 2,
     unrelated: int = 600,
-    edit_levels: tuple[float, ...] = EDIT_LEVELS,
     seed: int = 0,
     min_bytes: int = 1_000,
     max_bytes: int = 100_000,
 ) -> list[CorpusDoc]:
-    """Distinct real Python files: `originals` of them with `copies` edited copies each
-    (edit levels round-robin), plus `unrelated` files; shuffled, deterministic for a seed."""
+    """Distinct real Python files: `originals` of them with `copies` copies each on average, plus
+    `unrelated` files; shuffled, deterministic for a seed and the files on the machine."""
     rng = random.Random(seed)
     files = _source_files(min_bytes, max_bytes, rng)
     texts, seen = [], set()
@@ -101,29 +105,41 @@ def build_corpus(
             break
     if len(texts) < originals + unrelated:
         raise SystemExit(f"only {len(texts)} distinct source files found; ask for fewer")
+    donors = donors_from([t for _, t in texts[originals:]], _license_files())
     docs = []
     for i, (path, text) in enumerate(texts):
-        docs.append(CorpusDoc("", str(path), text, i, 0.0))
-        for c in range(copies if i < originals else 0):
-            level = edit_levels[(i * copies + c) % len(edit_levels)]
-            docs.append(CorpusDoc("", f"{path}#copy{c}", _edit(text, level, rng), i, level))
+        docs.append(CorpusDoc("", str(path), text, i, "original" if i < originals else "unrelated", 1.0))
+        parent = text
+        # Families of varied size: 1 + a geometric number of copies, `copies` on average.
+        family = 1 + int(math.log(1 - rng.random()) / math.log(1 - 1 / copies)) if copies > 1 else copies
+        for c in range(family if i < originals else 0):
+            if c and rng.random() < 0.5:  # from the original, else from the previous copy
+                parent = text
+            draw = rng.random()
+            if draw < EXACT_SHARE:
+                copy, kind, jac = parent, "exact", 1.0
+            elif draw < EXACT_SHARE + WHITESPACE_SHARE:
+                copy, kind, jac = whitespace_copy(parent, rng), "whitespace", 1.0
+            else:
+                target = rng.uniform(*SIMILARITY_RANGE)
+                copy, jac = copy_near(parent, target, rng.randrange(2**32), donors)
+                kind = "edited"
+            docs.append(CorpusDoc("", f"{path}#copy{c}", copy, i, kind, jac))
+            parent = copy
     rng.shuffle(docs)
     for k, doc in enumerate(docs):
         doc.id = f"d{k:07d}"
     return docs
 
 
-def ground_truth(contents: list[str], ngram: int = 5, threshold: float = 0.7) -> list[list[int]]:
-    """Groups (document indices, 2+ members) linked by exact Jaccard >= threshold.
+def ground_truth(contents: list[str], ngram: int = 5, threshold: float = 0.7) -> list[tuple[int, int, float]]:
+    """Every pair (i, j, Jaccard), i < j, of documents with exact Jaccard >= threshold.
 
     An exact all-pairs similarity join with a prefix filter: order shingles rarest
     first; two sets with Jaccard >= t share a shingle among the first
     |s| - ceil(t * |s|) + 1 of each, so only pairs sharing a prefix shingle are
     compared, and each of those exactly.
     """
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
     from codemill.dedup.shingles import shingles
 
     # Python's own 64-bit hash of each shingle tuple (independent of codemill's hashing);
@@ -140,30 +156,46 @@ def ground_truth(contents: list[str], ngram: int = 5, threshold: float = 0.7) ->
         for tok in r[: len(r) - math.ceil(threshold * len(r)) + 1].tolist():
             postings.setdefault(tok, []).append(doc)
     candidates = {(a, b) for docs in postings.values() for i, a in enumerate(docs) for b in docs[i + 1 :]}
-    rows, cols = [], []
-    for a, b in candidates:
+    pairs = []
+    for a, b in sorted(candidates):
         common = len(np.intersect1d(ranked[a], ranked[b], assume_unique=True))
-        if common / (len(ranked[a]) + len(ranked[b]) - common) >= threshold:
-            rows.append(a)
-            cols.append(b)
-    graph = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(contents),) * 2)
-    _, label = connected_components(graph, directed=False)
-    groups: dict[int, list[int]] = {}
-    for i, g in enumerate(label):
-        groups.setdefault(int(g), []).append(i)
-    return [g for g in groups.values() if len(g) > 1]
+        jac = common / (len(ranked[a]) + len(ranked[b]) - common)
+        if jac >= threshold:
+            pairs.append((a, b, jac))
+    return pairs
 
 
-def score_removals(
-    removed: set[str], ids: list[str], groups: list[list[int]]
-) -> dict[str, float]:
-    """Precision / recall / F1 of removed ids: a group of k true duplicates should lose k-1."""
-    should = sum(len(g) - 1 for g in groups)
-    correct = sum(min(len(removed & {ids[i] for i in g}), len(g) - 1) for g in groups)
-    precision = correct / len(removed) if removed else 1.0
-    recall = correct / should if should else 1.0
+def _bucket(jac: float) -> str:
+    if jac >= 1.0:
+        return "1.0"
+    low = max(b for b in RECALL_BUCKETS if b <= jac)
+    return f"{low:.2f}-{RECALL_BUCKETS[RECALL_BUCKETS.index(low) + 1]:.2f}"
+
+
+def score_removals(removed: set[str], ids: list[str], pairs: list[tuple[int, int, float]]) -> dict:
+    """Precision (removed documents with a kept true near-duplicate), recall (true pairs with
+    a side removed, overall and per similarity bucket) and F1; see the module docstring."""
+    gone = [i in removed for i in ids]
+    has_kept_partner = set()
+    for a, b, _ in pairs:
+        if gone[a] and not gone[b]:
+            has_kept_partner.add(a)
+        if gone[b] and not gone[a]:
+            has_kept_partner.add(b)
+    orphans = len(removed) - len(has_kept_partner)
+    precision = len(has_kept_partner) / len(removed) if removed else 1.0
+    resolved = [gone[a] or gone[b] for a, b, _ in pairs]
+    recall = sum(resolved) / len(pairs) if pairs else 1.0
+    buckets: dict[str, list[int]] = {}
+    for (_, _, jac), hit in zip(pairs, resolved, strict=True):
+        tally = buckets.setdefault(_bucket(jac), [0, 0])
+        tally[0] += hit
+        tally[1] += 1
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "removed": len(removed), "should_remove": should}
+    return {"precision": precision, "recall": recall, "f1": f1, "removed": len(removed),
+            "orphaned": orphans, "true_pairs": len(pairs),
+            "recall_by_bucket": {k: hit / n for k, (hit, n) in sorted(buckets.items())},
+            "pairs_by_bucket": {k: n for k, (_, n) in sorted(buckets.items())}}
 
 
 def run_codemill(
@@ -227,46 +259,26 @@ def main() -> None:
     for scale in [int(s) for s in args.sizes.split(",")]:
         docs = build_corpus(args.originals * scale, args.copies, args.unrelated * scale, seed=args.seed)
         ids, contents = [d.id for d in docs], [d.content for d in docs]
-        groups = ground_truth(contents, args.ngram, args.threshold)
+        pairs = ground_truth(contents, args.ngram, args.threshold)
         removed, seconds, extra = run_codemill(docs, workdir, args.ngram, args.num_perm, args.threshold)
-        score = score_removals(removed, ids, groups)
+        score = score_removals(removed, ids, pairs)
         results.append({"docs": len(docs), "mib": sum(len(c.encode()) for c in contents) / 2**20,
                         "seconds": seconds, "first_run_seconds": extra["first_run_seconds"],
                         "docs_per_s": len(docs) / seconds, **score,
                         "candidate_pairs": extra["candidate_pairs"],
-                        "pairs_rejected_by_jaccard": extra["pairs_rejected_by_jaccard"]})  # fmt: skip
-        if scale == 1:
-            print(_edit_level_table(docs, removed, args.ngram, args.threshold))
+                        "pairs_rejected_by_jaccard": extra["pairs_rejected_by_jaccard"],
+                        "extra_survivors": extra["extra_survivors"]})  # fmt: skip
     print(f"\nnear_dedup  ngram={args.ngram} num_perm={args.num_perm} threshold={args.threshold}  local[2]")
     print(f"{'docs':>7} {'MiB':>6} {'seconds':>8} {'1st run':>8} {'docs/s':>8} {'precision':>9} "
-          f"{'recall':>7} {'F1':>6} {'removed':>8} {'truth':>6}")
+          f"{'recall':>7} {'F1':>6} {'removed':>8} {'pairs':>6}")
     for r in results:
         print(f"{r['docs']:>7} {r['mib']:>6.1f} {r['seconds']:>8.1f} {r['first_run_seconds']:>8.1f} "
               f"{r['docs_per_s']:>8.0f} {r['precision']:>9.4f} {r['recall']:>7.4f} {r['f1']:>6.4f} "
-              f"{r['removed']:>8} {r['should_remove']:>6}")
+              f"{r['removed']:>8} {r['true_pairs']:>6}")
+        print("  recall by similarity: " + ", ".join(
+            f"{k} {v:.3f} ({r['pairs_by_bucket'][k]})" for k, v in r["recall_by_bucket"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-
-
-def _edit_level_table(docs: list[CorpusDoc], removed: set[str], ngram: int, threshold: float) -> str:
-    """Per planted edit level: exact Jaccard of copy vs original, and how often one was removed."""
-    from codemill.dedup.shingles import shingles
-
-    original = {d.original: d for d in docs if d.edit_level == 0.0}
-    by_level: dict[float, list[tuple[float, bool]]] = {}
-    for d in docs:
-        if d.edit_level:
-            o = original[d.original]
-            a, b = set(shingles(d.content, ngram)), set(shingles(o.content, ngram))
-            jac = len(a & b) / len(a | b) if a | b else 0.0
-            by_level.setdefault(d.edit_level, []).append((jac, d.id in removed or o.id in removed))
-    lines = [f"{'edit level':>10} {'copies':>6} {'mean J':>7} {'J>=t':>5} {'pair hit':>8}"]
-    for level in sorted(by_level):
-        vals = by_level[level]
-        above = sum(j >= threshold for j, _ in vals)
-        mean = float(np.mean([j for j, _ in vals]))
-        lines.append(f"{level:>10.2f} {len(vals):>6} {mean:>7.3f} {above:>5} {sum(h for _, h in vals):>8}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
