@@ -83,8 +83,7 @@ def edited(text: str, edits: int, seed: int, donors: Donors) -> str:
             code = lines[at].split("#", 1)[0].rstrip()
             lines[at] = f"{code}  # {rng.choice(donors.comments)}" if code else f"# {rng.choice(donors.comments)}"
         elif kind == "spacing" and lines:
-            spaced = rng.random() < 0.5
-            lines[at] = OPERATOR.sub(lambda m: f" {m.group(1)} " if spaced else m.group(1), lines[at])
+            lines[at] = OPERATOR.sub(r" \1 " if rng.random() < 0.5 else r"\1", lines[at])
         elif kind == "header" and donors.headers:
             header = rng.choice(donors.headers)
     out = "\n".join(lines) + "\n"
