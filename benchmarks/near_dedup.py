@@ -14,13 +14,14 @@ from codemill.dedup.lsh import band_params, optimal_bands_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_VENV = ROOT / ".venv-peers"
+# spacy: datatrove's English word tokenizer (its decontamination filter's default).
 PEER_PACKAGES = ["datatrove==0.10.1", "text-dedup==0.4.0", "orjson", "tokenizers", "xxhash<4",
-                 "datasets<5"]
+                 "datasets<5", "spacy"]
 
 
 def ensure_peers() -> Path:
     python = PEERS_VENV / "bin" / "python"
-    probe = [str(python), "-c", "import datatrove, text_dedup"]
+    probe = [str(python), "-c", "import datatrove, text_dedup, spacy"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
     if not python.exists():

@@ -60,7 +60,7 @@ class CorpusDoc:
     parent_jaccard: float  # to the document it was copied from (1.0 for originals)
 
 
-def _source_files(min_bytes: int, max_bytes: int, rng: random.Random) -> list[Path]:
+def source_files(min_bytes: int, max_bytes: int, rng: random.Random) -> list[Path]:
     """The standard library's files first, then site-packages' (each shuffled), so a small
     corpus does not change when packages are installed."""
     paths = sysconfig.get_paths()
@@ -93,7 +93,7 @@ def build_corpus(
     """Distinct real Python files: `originals` of them with `copies` copies each on average, plus
     `unrelated` files; shuffled, deterministic for a seed and the files on the machine."""
     rng = random.Random(seed)
-    files = _source_files(min_bytes, max_bytes, rng)
+    files = source_files(min_bytes, max_bytes, rng)
     texts, seen = [], set()
     for path in files:
         text = path.read_text(encoding="utf-8", errors="replace")
