@@ -54,6 +54,18 @@ def rename_identifiers(code: str) -> str:
     return re.sub(r"\b\w+\b", lambda m: mapping.get(m[0], m[0]), code)
 
 
+def rename_every_name(code: str) -> str:
+    """A rename tool that knows no Python: every name that is not a keyword or a builtin is
+    renamed, method names (`.append`, `.join`) too, so the copy no longer runs."""
+    import keyword
+
+    kept = set(keyword.kwlist) | set(dir(builtins))
+    mapping: dict[str, str] = {}
+    return re.sub(r"\b[A-Za-z_]\w*\b",
+                  lambda m: m[0] if m[0] in kept else mapping.setdefault(m[0], f"n{len(mapping)}_{m[0][::-1]}"),
+                  code)
+
+
 def reformat(code: str) -> str:
     """A formatter pass (quotes, parentheses, blank lines), then 2-space indents and spacing."""
     lines = []
@@ -104,6 +116,7 @@ FORMS: dict[str, tuple[Callable[[str], str], Callable[[str, str], str]]] = {
     "renamed": (rename_identifiers, appended),
     "reformatted": (reformat, appended),
     "renamed and reformatted": (lambda code: reformat(rename_identifiers(code)), appended),
+    "every name renamed": (rename_every_name, appended),
     "docstring dropped": (drop_docstrings, appended),
     "embedded in a large file": (lambda code: code, embedded),
     "inside a string": (lambda code: code, in_string),
@@ -247,7 +260,7 @@ def main(clean: int = 2_000) -> str:
 
 
 def render(results: dict, n_items: int, clean: int) -> str:
-    lines = [f"## Decontamination: HumanEval leaks in seven forms, {clean:,} clean files "
+    lines = [f"## Decontamination: HumanEval leaks in eight forms, {clean:,} clean files "
              "(codemill vs datatrove NGramsDecontFilter)", "",
              "| tool | " + " | ".join(FORMS) + " | false positives | seconds |",
              "|---|" + "---:|" * (len(FORMS) + 2)]
@@ -265,7 +278,8 @@ def render(results: dict, n_items: int, clean: int) -> str:
               f"Recall per form: the share of the {n_items} items whose leaked document is dropped. "
               "Each leak is the item's prompt and canonical solution (benchmarks/decontam_leaks.py): "
               "appended to a real file verbatim, with every name it defines renamed, reformatted, "
-              "both, without its docstring, inserted between two top-level statements in the middle "
+              "both, with every name renamed (method names too, as a tool that knows no Python "
+              "would), without its docstring, inserted between two top-level statements in the middle "
               "of a file of 20 KB or more, and inside a triple-quoted string. Seconds: building the "
               "index and matching every document, in one process."]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ BENCHMARKS = [
     "benchmarks.ingest_throughput",
     "benchmarks.ingest_readers",
     "benchmarks.near_dedup",
+    "benchmarks.decontam_leaks",
     "benchmarks.tokenize_throughput",
     "benchmarks.sandbox_throughput",
     "benchmarks.loader_throughput",

@@ -153,8 +153,11 @@ class DecontamConfig(Section):
     benchmarks: list[BenchmarkConfig] = setting(lambda: [BenchmarkConfig()])
     ngram: int = setting(10, ge=1, le=MAX_DECONTAM_NGRAM)
     # share of an item's non-trivial n-grams a document must contain, and a floor in n-grams
+    # (an item with fewer than min_matches must be contained whole)
     min_overlap: float = setting(0.5, gt=0.0, le=1.0)
     min_matches: int = setting(10, ge=1)
+    # items with fewer non-trivial n-grams than this are only caught verbatim
+    min_item_ngrams: int = setting(4, ge=1)
     # an n-gram found in more items than this (of one benchmark) is not evidence
     max_items_per_ngram: int = setting(2, ge=1)
     common_snippets: list[str] = setting(lambda: list(COMMON_SNIPPETS))

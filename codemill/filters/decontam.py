@@ -5,12 +5,16 @@ Two kinds of evidence, per (document, benchmark item):
 * **n-gram overlap** on a normalised token stream: code is cut into strings,
   numbers, identifiers and operators; comments, whitespace, parentheses, commas
   and semicolons are dropped (formatters add and remove them), every string
-  literal becomes `STR`, numbers get one spelling, and every identifier that is
-  not a keyword or builtin (or a builtin-type method after a dot) becomes `ID`.
-  Renaming variables and reformatting therefore leave the stream unchanged. A
-  document leaks an item when it holds at least `min_overlap` of the item's
-  distinct non-trivial n-grams, and at least `min_matches` of them (so one-line
-  items such as `return len(string)` are only caught verbatim).
+  literal becomes `STR`, numbers get one spelling, every identifier that is not
+  a keyword or builtin becomes `ID` and every attribute `.ID`. Renaming and
+  reformatting therefore leave the stream unchanged. Each item is indexed as
+  written and without its docstrings (a copy may drop them). A document leaks
+  an item when it holds at least `min_overlap` of the item's distinct
+  non-trivial n-grams, and at least `min_matches` of them, or all of them for
+  an item with fewer; an item with fewer than `min_item_ngrams` (one-liners
+  such as `return len(string)`, common in real code) is only caught verbatim.
+  Besides its text, a document's long triple-quoted strings and runs of
+  comment lines are searched as code (a leak pasted as an example).
 * **exact substring**: a prompt or solution of at least `min_substring_chars`
   characters found verbatim. Only items whose *anchor* (8 consecutive interior
   words of the substring) occurs among the document's word 8-grams are searched,
@@ -25,6 +29,7 @@ and broadcast; the per-document work runs in mapInArrow.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import gzip
 import json
@@ -62,8 +67,8 @@ REASON = "benchmark_contamination"
 # --- normalised tokens -----------------------------------------------------------------
 
 # One match per token, swallowing the whitespace and comments before it (half the matches
-# of a separate whitespace token). An attribute (`.name`) is one token, so that method
-# names can be told from variables. A name right before a quote is a string prefix
+# of a separate whitespace token). An attribute (`.name`) is one token, so that attributes
+# can be told from variables. A name right before a quote is a string prefix
 # (f"..."); a lone quote (an apostrophe in prose) and the end of the text match without a
 # token, so that every position matches: a failed match would be retried inside a comment.
 _TOKEN = re.compile(
@@ -76,13 +81,12 @@ _TOKEN = re.compile(
     r"""|["']|\Z)""",
     re.S,
 )
-# Names a renaming leaves alone; every other identifier becomes "ID". Method names of
-# builtin types are kept only as attributes: as variables (`count = 0`) they get renamed.
+# Names a renaming leaves alone; every other identifier becomes "ID", and every attribute
+# ".ID": method names too (`.append`, `.join`), which a careless rename also changes. (Kept,
+# they would add little evidence: on the leak benchmark, items shorter than
+# min_item_ngrams caused all the false hits either way.)
 KEPT_NAMES = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins))
-METHOD_NAMES = frozenset(m for t in (str, bytes, list, dict, set, tuple, int, float) for m in dir(t)
-                         if not m.startswith("_"))
 _NAME = {name: name for name in KEPT_NAMES}
-_ATTRIBUTE = {name: "." + name for name in METHOD_NAMES}
 # Formatters add and remove these freely (redundant parentheses, trailing commas).
 _DROPPED_OPS = frozenset("(),;")
 
@@ -99,7 +103,7 @@ def _number(text: str) -> str:
 
 def normalised_tokens(text: str) -> list[str]:
     return [
-        _NAME.get(i, "ID") if i else _ATTRIBUTE.get(a, ".ID") if a else _number(n) if n
+        _NAME.get(i, "ID") if i else ".ID" if a else _number(n) if n
         else "STR" if s else o
         for i, a, n, o, s in _TOKEN.findall(text)
         if i or a or n or s or (o and o not in _DROPPED_OPS)
@@ -125,6 +129,28 @@ def token_window_hashes(token_lists: list[list[str]] | list[list[bytes]], n: int
     than n has none."""
     lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
     return window_hashes(_token_hashes(token_lists), lengths, n)
+
+
+# Code a host file may hold as text: triple-quoted strings (an example in a docstring, a
+# template) and runs of comment lines (commented-out code). Only those long enough for a
+# leak and holding a Python keyword that starts code are searched. (Each pattern starts
+# with a literal, which the regex engine skips to fast.)
+_TRIPLE_QUOTED = (re.compile(r'"""(.*?)(?<!\\)"""', re.S), re.compile(r"'''(.*?)(?<!\\)'''", re.S))
+_COMMENT_RUN = re.compile(r"#[^\n]*\n(?:[ \t]*#[^\n]*\n)+")
+_COMMENT_MARK = re.compile(r"(?m)^[ \t]*# ?")
+_ESCAPED = re.compile(r"""\\([\\"'])""")
+_CODE_WORD = re.compile(r"\b(?:def|class|return|import|lambda)\b")
+EMBEDDED_MIN_CHARS = 64
+
+
+def embedded_code(text: str) -> list[str]:
+    """The texts inside `text` that may be code: contents of its long triple-quoted strings
+    (escaped quotes and backslashes undone) and of its runs of comment lines (markers cut)."""
+    found = [_ESCAPED.sub(r"\1", m.group(1)) for quoted in _TRIPLE_QUOTED for m in quoted.finditer(text)
+             if len(m.group(1)) >= EMBEDDED_MIN_CHARS]
+    found += [_COMMENT_MARK.sub("", m.group(0)) for m in _COMMENT_RUN.finditer(text)
+              if len(m.group(0)) >= EMBEDDED_MIN_CHARS]
+    return [t for t in found if _CODE_WORD.search(t)]
 
 
 def ngram_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +199,36 @@ def _texts(row: dict[str, Any], name: str, bench: BenchmarkConfig, where: str) -
     if value is None:
         return []
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def without_docstrings(code: str) -> str | None:
+    """`code` with its module, class and function docstrings cut out (the rest of the text
+    untouched), or None when it has none or does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    spans = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                spans.append((first.lineno, first.col_offset, first.end_lineno, first.end_col_offset))
+    if not spans:
+        return None
+    lines = code.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    # ast offsets are UTF-8 byte columns: cut on the encoded text.
+    data = code.encode()
+    byte_starts = [0]
+    for line in lines:
+        byte_starts.append(byte_starts[-1] + len(line.encode()))
+    for line, col, end_line, end_col in sorted(spans, reverse=True):
+        data = data[: byte_starts[line - 1] + col] + data[byte_starts[end_line - 1] + end_col :]
+    return data.decode()
 
 
 def read_benchmark(bench: BenchmarkConfig) -> list[Unit]:
@@ -269,6 +325,12 @@ def build_index(cfg: DecontamConfig) -> Index:
         bench_of_unit += [b] * len(read)
     if not units:
         raise ConfigError(f"decontam: the benchmarks {[b.name for b in cfg.benchmarks]} hold no items")
+    # A copy that drops the item's docstring breaks every n-gram spanning it: each unit is
+    # also indexed without its docstrings, as a unit of the same item.
+    bare = [(Unit(u.label, code, []), bench_of_unit[k])
+            for k, u in enumerate(units) if (code := without_docstrings(u.code))]
+    units += [u for u, _ in bare]
+    bench_of_unit += [b for _, b in bare]
     labels = [u.label for u in units]
     item_names, item_of = np.unique(labels, return_inverse=True)
     bench_of_item = np.zeros(len(item_names), dtype=np.int64)
@@ -304,18 +366,22 @@ _ARROW_LEAK = pa.struct([pa.field(f.name, t, nullable=False) for f, t in zip(
     LEAK_TYPE.fields, [pa.string(), pa.string(), pa.string(), pa.int32(), pa.int32(), pa.float64()])])
 
 
-def document_leaks(content: str, doc_ngrams: np.ndarray, doc_anchors: np.ndarray, index: Index,
+def document_leaks(texts: list[str], doc_ngrams: np.ndarray, doc_anchors: np.ndarray, index: Index,
                    cfg: DecontamConfig) -> list[dict]:
-    """The benchmark items one document leaks, with the strongest evidence per item."""
+    """The benchmark items one document leaks, with the strongest evidence per item.
+    `texts`: the document's content and the code embedded in it (`embedded_code`)."""
     found = index.ngrams.find(np.unique(doc_ngrams))
     units, matched = np.unique(index.ngrams.ids_at(found[index.evidence[found]]), return_counts=True)
     matched_of = dict(zip(units.tolist(), matched.tolist()))
     overlap_of = {u: m / index.totals[u] for u, m in matched_of.items()}
+    # An item with fewer n-grams than min_matches counts when all of them are present, if it
+    # has at least min_item_ngrams (shorter ones are caught only verbatim).
     by_ngrams = {u for u, m in matched_of.items()
-                 if m >= cfg.min_matches and overlap_of[u] >= cfg.min_overlap}
+                 if m >= min(cfg.min_matches, index.totals[u]) and index.totals[u] >= cfg.min_item_ngrams
+                 and overlap_of[u] >= cfg.min_overlap}
     candidates = set(index.anchors.ids_at(index.anchors.find(np.unique(doc_anchors))).tolist())
     exact = {u for u in candidates | set(index.unanchored.tolist())
-             if any(t in content for t in index.substrings[u])}
+             if any(t in text for t in index.substrings[u] for text in texts)}
     best: dict[str, tuple[tuple[bool, float], dict]] = {}
     for u in sorted(exact | by_ngrams):
         benchmark, item_id = index.labels[u].split(":", 1)
@@ -335,12 +401,17 @@ def leak_batches(batches: Iterator[pa.RecordBatch], index_value: Any, cfg: Decon
     index: Index = index_value.value
     for batch in batches:
         for chunk in byte_chunks(batch, "content"):
-            texts = [t or "" for t in chunk.column("content").to_pylist()]
-            ngrams, n_off = ngram_hashes(texts, cfg.ngram)
-            anchors, a_off = token_window_hashes([words(t) for t in texts], ANCHOR_WORDS)
-            leaks = [document_leaks(t, ngrams[n_off[i]:n_off[i + 1]], anchors[a_off[i]:a_off[i + 1]],
+            # Each document's content, then the code embedded in it: their n-grams and anchors
+            # are pooled per document.
+            searched = [[t or "", *embedded_code(t or "")] for t in chunk.column("content").to_pylist()]
+            flat = list(chain.from_iterable(searched))
+            bounds = np.concatenate(([0], np.cumsum([len(texts) for texts in searched])))
+            ngrams, n_off = ngram_hashes(flat, cfg.ngram)
+            anchors, a_off = token_window_hashes([words(t) for t in flat], ANCHOR_WORDS)
+            n_off, a_off = n_off[bounds], a_off[bounds]
+            leaks = [document_leaks(texts, ngrams[n_off[i]:n_off[i + 1]], anchors[a_off[i]:a_off[i + 1]],
                                     index, cfg)
-                     for i, t in enumerate(texts)]
+                     for i, texts in enumerate(searched)]
             labels = [",".join(f"{x['benchmark']}:{x['item_id']}" for x in found) or None
                       for found in leaks]
             yield (chunk.append_column("_reason", pa.array([REASON if x else None for x in labels],

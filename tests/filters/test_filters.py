@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import builtins
 import gzip
 import hashlib
 import json
@@ -20,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from benchmarks.decontam_leaks import FORMS, reformat, rename_identifiers
 from codemill.config.loader import build
 from codemill.errors import ConfigError
 from codemill.filters.config import PII_KINDS as KINDS
@@ -31,7 +31,14 @@ from codemill.filters.config import (
     PiiConfig,
     QualityConfig,
 )
-from codemill.filters.decontam import build_index, decontaminate, leak_batches, read_benchmark
+from codemill.filters.decontam import (
+    build_index,
+    decontaminate,
+    embedded_code,
+    leak_batches,
+    read_benchmark,
+    without_docstrings,
+)
 from codemill.filters.langid import (
     language_filter,
     quality_filter,
@@ -299,31 +306,6 @@ def test_no_false_hits_on_real_code():
 
 # --- decontamination --------------------------------------------------------------------------
 
-def rename_identifiers(code: str) -> str:
-    """What a copy-and-rename does: every defined name (function, arguments, locals) renamed."""
-    tree = ast.parse(code)
-    imported = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
-                if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
-    defined = [n.name if isinstance(n, ast.FunctionDef) else n.arg if isinstance(n, ast.arg) else n.id
-               for n in ast.walk(tree)
-               if isinstance(n, (ast.FunctionDef, ast.arg))
-               or (isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))]
-    mapping = {}
-    for name in defined:
-        if name not in imported and name not in dir(builtins) and name != "_":
-            mapping.setdefault(name, f"var{len(mapping)}_{name[::-1]}")
-    return re.sub(r"\b\w+\b", lambda m: mapping.get(m[0], m[0]), code)
-
-
-def reformat(code: str) -> str:
-    """A formatter pass (quotes, parentheses, blank lines), then 2-space indents and spacing."""
-    lines = []
-    for line in ast.unparse(ast.parse(code)).splitlines():
-        body = line.lstrip(" ")
-        lines += ["  " * ((len(line) - len(body)) // 4) + body.replace(", ", " , ").replace("(", "( "), ""]
-    return "\n".join(lines)
-
-
 def humaneval(task: str) -> str:
     unit = next(u for u in read_benchmark(BenchmarkConfig()) if u.label == f"humaneval:HumanEval/{task}")
     return unit.code
@@ -362,6 +344,53 @@ def test_planted_humaneval_solutions_are_caught_and_clean_files_kept(spark, real
                       ("leaks/reformatted.py", "humaneval", "HumanEval/12", "ngram"),
                       ("leaks/renamed_reformatted.py", "humaneval", "HumanEval/26", "ngram")}
     assert all(r["overlap"] > 0.9 for r in leaks.where("match = 'ngram'").collect())
+
+
+def kernel_finds(docs: list[dict], cfg: DecontamConfig | None = None) -> dict[str, str]:
+    """path -> leaked items, by the kernel each Spark task runs."""
+    cfg = cfg or DecontamConfig()
+    index = SimpleNamespace(value=build_index(cfg))  # what a Spark broadcast holds
+    flagged = pa.Table.from_batches(list(leak_batches(iter([pa.RecordBatch.from_pylist(docs)]), index, cfg)))
+    return {p: d for p, d in zip(flagged["path"].to_pylist(), flagged["_detail"].to_pylist()) if d}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_every_leak_form_is_caught_and_its_host_alone_is_not(form):
+    change, place = FORMS[form]
+    host = max((STDLIB / "json").glob("*.py"), key=lambda p: p.stat().st_size).read_text()
+    items = ("0", "16", "26", "38", "129")  # 129 and 38 are long, 16 is short (4-5 n-grams)
+    docs = [doc(f"leak{task}.py", place(host, change(humaneval(task)))) for task in items]
+    assert kernel_finds([doc("host.py", host), *docs]) == {
+        f"leak{task}.py": f"humaneval:HumanEval/{task}" for task in items}
+
+
+def test_one_line_items_count_only_verbatim():
+    """HumanEval/27 is `return string.swapcase()` under a docstring: real code holds that
+    shape (a renamed copy is indistinguishable from it), so only its text is evidence."""
+    verbatim = humaneval("27")
+    shape = 'def flip(text: str) -> str:\n    """Swap the case."""\n    return text.swapcase()\n'
+    found = kernel_finds([doc("verbatim.py", verbatim), doc("real.py", shape),
+                          doc("renamed.py", rename_identifiers(verbatim))])
+    assert found == {"verbatim.py": "humaneval:HumanEval/27"}
+    assert kernel_finds([doc("real.py", shape)], DecontamConfig(min_item_ngrams=1)) == {
+        "real.py": "humaneval:HumanEval/27"}  # the false hit the rule prevents
+
+
+def test_code_in_strings_and_comment_runs_is_searched():
+    code = 'def f(a):\n    """Add one."""\n    return a + 1  # and a comment long enough for the rule here\n'
+    escaped = code.replace('"""', r'\"\"\"')
+    text = f'DOC = """\n{escaped}"""\n\n' + "".join(f"# {line}\n" for line in code.splitlines())
+    found = embedded_code(text)
+    assert found[0] == "\n" + code and found[1] == code
+    assert embedded_code('"""' + "plain prose, no code words at all, " * 3 + '"""') == []
+    assert embedded_code("# short\n# run\n") == []
+
+
+def test_docstrings_are_cut_and_the_rest_kept_byte_for_byte():
+    code = ('def f(x):\n    """Doc — with ünïcode."""\n    return x  # ünï\n\n'
+            'class C:\n    \'\'\'Doc.\'\'\'\n    y = "kept"\n')
+    assert without_docstrings(code) == 'def f(x):\n    \n    return x  # ünï\n\nclass C:\n    \n    y = "kept"\n'
+    assert without_docstrings("x = 1\n") is None and without_docstrings("def (:") is None
 
 
 MBPP_TEXT = "Write a function to count the islands (groups of adjacent ones) in a binary grid."
