@@ -150,11 +150,11 @@ class SandboxConfig(Section):
     max_processes: int = setting(16, ge=1)         # processes and threads (RLIMIT_NPROC, cgroup)
     max_file_bytes: int = setting(16 << 20, ge=0)  # RLIMIT_FSIZE
     max_open_files: int = setting(256, ge=16)      # RLIMIT_NOFILE
-    scratch_bytes: int = setting(64 << 20, ge=1 << 20)  # size of each worker's scratch tmpfs
+    scratch_bytes: int = setting(64 << 20, ge=1 << 20)  # size of each candidate's scratch tmpfs
     output_bytes: int = setting(4096, ge=0)        # tail kept of stdout and of stderr
     workers: int = setting(0, ge=0)                # 0: one per usable core
-    # worker i runs candidates as uid/gid uid_base + i: an unused range; concurrent
-    # Sandboxes want distinct ones
+    # workers run candidates as uids/gids from uid_base up, an unused range; each
+    # Sandbox reserves its own (a lock file per uid), so concurrent ones never share
     uid_base: int = setting(1_500_000_000, ge=1000, lt=1 << 32)
     allow_weaker_isolation: bool = False
 

@@ -11,21 +11,30 @@ read-only, `/tmp` is a small tmpfs for the scratch directory, `/proc` and
 `/run` (daemon sockets) are hidden, and a private directory holding the
 interpreter (pyenv under /root) is replaced by a view of just the interpreter.
 
-Per candidate the worker unshares fresh PID, network (loopback down: no network
-at all) and IPC namespaces and forks the candidate as PID 1 of them. Before any
-candidate code runs, the child starts its own session; takes stdin from
-/dev/null and stdout/stderr on pipes the worker drains (keeping a capped tail);
-joins the cgroup; sets rlimits (CPU seconds, address space, processes, file
-size, open files, no core dumps); closes every other fd; enters a fresh empty
-scratch directory (removed afterwards); drops to the worker's own unprivileged
-uid/gid with no groups; and sets no_new_privs (setuid binaries grant nothing).
-Forking a warm interpreter instead of starting Python is what makes this fast.
+Then the worker forks a *zygote* and only then starts taking jobs: the zygote
+never receives a job or a result, so its memory holds nothing of any
+candidate. Per candidate the worker mounts a fresh scratch tmpfs, writes the
+job into a pipe and passes the candidate's pipes to the zygote, which
+unshares fresh PID, network (loopback down: no network at all) and IPC
+namespaces and forks the candidate as PID 1 of them. Before any candidate
+code runs, the child reads its job; starts its own session; takes stdin from
+/dev/null and stdout/stderr on pipes the worker drains (keeping a capped
+tail); joins the cgroup; sets rlimits (CPU seconds, address space,
+processes, file size, open files, no core dumps); closes every other fd;
+enters its scratch directory (detached afterwards with whatever is in it);
+drops to the worker's own unprivileged uid/gid with no groups; and sets
+no_new_privs (setuid binaries grant nothing). Forking a warm interpreter
+instead of starting Python is what makes this fast.
 
 The worker kills the candidate at the wall-clock timeout; as PID 1 its death
 makes the kernel kill everything it started, even processes that left its
 process group, so nothing outlives it. RLIMIT_NPROC binds because the
 candidate is not root, and each worker has its own uid, so concurrent
 candidates share no process budget and cannot signal or ptrace each other.
+Worker uids are reserved host-wide (a lock file per uid), so two Sandboxes,
+in one process or many, never share one. If a worker or its zygote dies, the
+caller starts another and runs the jobs it held again; only a job that took
+two workers down gets the verdict "error".
 
 Threat model
 ------------
@@ -81,6 +90,7 @@ import select
 import selectors
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -191,11 +201,38 @@ class _Frames:
 # --- the caller's side ---------------------------------------------------------
 
 _PIPELINE = 2           # jobs queued per worker, so it never waits for the caller
+_MAX_WORKER_DEATHS = 2  # a job held by this many dying workers fails with "error"
+_UID_SPAN = 1 << 16     # uids tried from uid_base up
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
 
 
+def _reserve_uids(base: int, count: int) -> tuple[list[int], list[int]]:
+    """`count` uids from `base` up that no other Sandbox on this host holds, and the locks
+    (open fds, released when closed) that hold them for this one."""
+    folder = os.path.join(tempfile.gettempdir(), "codemill-sandbox-uids")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    uids: list[int] = []
+    locks: list[int] = []
+    for uid in range(base, base + _UID_SPAN):
+        if len(uids) == count:
+            break
+        fd = os.open(os.path.join(folder, str(uid)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        uids.append(uid)
+        locks.append(fd)
+    else:
+        for fd in locks:
+            os.close(fd)
+        raise SandboxUnavailable(f"no free sandbox uid in [{base}, {base + _UID_SPAN})")
+    return uids, locks
+
+
 class _Worker:
-    def __init__(self, slot: int, cfg: SandboxConfig) -> None:
+    def __init__(self, uid: int, cfg: SandboxConfig) -> None:
         # -s -P: no user site, no script directory on sys.path; env is ours alone
         self.proc = subprocess.Popen(
             [sys.executable, "-s", "-P", os.path.abspath(__file__)],
@@ -204,7 +241,8 @@ class _Worker:
         self.inflight: deque[int] = deque()
         self.frames = _Frames()
         self.cgroups: list[str] = []
-        _send(self.proc.stdin.fileno(), dict(asdict(cfg), uid=cfg.uid_base + slot))
+        self.uid = uid
+        _send(self.proc.stdin.fileno(), dict(asdict(cfg), uid=uid))
 
     def handshake(self) -> tuple[str, ...]:
         reply = _recv(self.proc.stdout.fileno())
@@ -242,9 +280,11 @@ class Sandbox:
         self.cfg = cfg
         count = self.cfg.workers or len(os.sched_getaffinity(0))
         self._workers: list[_Worker] = []
+        self._uid_locks: list[int] = []
         try:
-            for slot in range(count):
-                self._workers.append(_Worker(slot, self.cfg))
+            uids, self._uid_locks = _reserve_uids(self.cfg.uid_base, count)
+            for uid in uids:
+                self._workers.append(_Worker(uid, self.cfg))
             missing = set()
             for worker in self._workers:
                 missing.update(worker.handshake())
@@ -269,6 +309,9 @@ class Sandbox:
         for worker in self._workers:
             worker.close()
         self._workers = []
+        for fd in self._uid_locks:
+            os.close(fd)
+        self._uid_locks = []
 
     def run(self, candidates: Sequence[Candidate]) -> list[Result]:
         """Run every candidate; results come back in input order. If this raises (or is
@@ -276,6 +319,8 @@ class Sandbox:
         if not self._workers:
             raise RuntimeError("the sandbox is closed")
         jobs = deque((i, c.solution, c.test_source()) for i, c in enumerate(candidates))
+        by_id = {job[0]: job for job in jobs}
+        deaths = [0] * len(candidates)  # workers that died while holding each job
         results: list[Result | None] = [None] * len(candidates)
         sel = selectors.DefaultSelector()
 
@@ -292,13 +337,23 @@ class Sandbox:
             sel.register(worker.proc.stdout, selectors.EVENT_READ, worker)
             feed(worker)
         try:
-            while any(w.inflight for w in self._workers):
+            while jobs or any(w.inflight for w in self._workers):
                 for key, _ in sel.select():
                     worker = key.data
                     data = os.read(key.fd, 1 << 16)
                     if not data:
                         sel.unregister(key.fileobj)
-                        replacement = self._replace(worker, results)
+                        # Verdicts are per candidate: the jobs it held run again on another
+                        # worker, and only a job that took two workers down is an error.
+                        for job_id in reversed(worker.inflight):
+                            deaths[job_id] += 1
+                            if deaths[job_id] < _MAX_WORKER_DEATHS:
+                                jobs.appendleft(by_id[job_id])
+                            else:
+                                results[job_id] = self._result("error", None, None, 0.0, b"",
+                                                               b"sandbox workers died running it")
+                        worker.inflight.clear()
+                        replacement = self._replace(worker)
                         sel.register(replacement.proc.stdout, selectors.EVENT_READ, replacement)
                         feed(replacement)
                         continue
@@ -319,14 +374,11 @@ class Sandbox:
                       stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"),
                       self.missing_layers)
 
-    def _replace(self, dead: _Worker, results: list[Result | None]) -> _Worker:
-        """A worker died (only root could kill it): fail its jobs, start another."""
-        for job_id in dead.inflight:
-            results[job_id] = self._result("error", None, None, 0.0, b"", b"sandbox worker died")
-        dead.inflight.clear()
+    def _replace(self, dead: _Worker) -> _Worker:
+        """A worker died (only root could kill it): start another on its uid."""
         slot = self._workers.index(dead)
         dead.close()
-        self._workers[slot] = _Worker(slot, self.cfg)
+        self._workers[slot] = _Worker(dead.uid, self.cfg)
         self._workers[slot].handshake()
         return self._workers[slot]
 
@@ -345,6 +397,7 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, _ulong, ctypes.c_char_p]
 _libc.prctl.argtypes = [ctypes.c_int, _ulong, _ulong, _ulong, _ulong]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint,
                           ctypes.c_char_p, ctypes.c_size_t]
 # from <linux/sched.h>, <linux/mount.h>, <linux/prctl.h>
@@ -355,6 +408,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+MNT_DETACH = 2
 _STDIN, _STDOUT, _STDERR, _NONCE_FD, _CHANNEL_FD = 0, 1, 2, 3, 4
 _READY = b"R"
 _WARM_MODULES = (
@@ -510,6 +564,7 @@ class _WorkerState:
                  cgroup_procs: list[int]) -> None:
         self.timeout, self.uid = conf["timeout_s"], conf["uid"]
         self.output_bytes = conf["output_bytes"]
+        self.scratch_bytes = conf["scratch_bytes"]
         self.rlimits = ((resource.RLIMIT_CPU, int(self.timeout) + 1),
                         (resource.RLIMIT_AS, conf["memory_bytes"]),
                         (resource.RLIMIT_NPROC, conf["max_processes"]),
@@ -542,50 +597,123 @@ def _pipe() -> tuple[int, int]:
     return _high(r), _high(w)
 
 
-def _run_job(st: _WorkerState, solution: str, tests: str) -> tuple:
-    st.count += 1
-    scratch = os.path.join(st.scratch_root, f"c{st.count}")
+class _ZygoteGone(Exception):
+    """The zygote died: the worker stops, and the caller re-runs its jobs elsewhere."""
+
+
+def _ask(zygote: socket.socket, message: bytes, fds: Sequence[int] = ()) -> int:
+    try:
+        socket.send_fds(zygote, [message], list(fds))
+        reply = zygote.recv(8)
+    except OSError:  # its end is closed
+        raise _ZygoteGone from None
+    if len(reply) != 8:
+        raise _ZygoteGone
+    return struct.unpack("<q", reply)[0]
+
+
+def _make_scratch(st: _WorkerState, scratch: str) -> None:
     os.mkdir(scratch, 0o700)
+    if "mount" not in st.missing:  # its own tmpfs: a full scratch harms no later candidate
+        _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={st.scratch_bytes},nr_inodes=16384,mode=0700")
     if "uid" not in st.missing:
         os.chown(scratch, st.uid, st.uid)
+
+
+def _drop_scratch(st: _WorkerState, scratch: str) -> None:
+    """Whatever the candidate left goes, however deep or unwritable: its tmpfs is detached
+    (else `rm`, which walks any depth without recursion). Never raises."""
+    try:
+        if "mount" not in st.missing:
+            _check(_libc.umount2(scratch.encode(), MNT_DETACH), "umount")
+            os.rmdir(scratch)
+        else:
+            subprocess.run(["rm", "-rf", "--one-file-system", "--", scratch],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    except OSError:
+        pass
+
+
+def _run_job(st: _WorkerState, zygote: socket.socket, solution: str, tests: str) -> tuple:
+    st.count += 1
+    scratch = os.path.join(st.scratch_root, f"c{st.count}")
+    _make_scratch(st, scratch)
     fds: list[int] = []
     try:
-        for _ in range(4):
+        for _ in range(5):
             fds.extend(_pipe())
-        out_r, out_w, err_r, err_w, nonce_r, nonce_w, chan_r, chan_w = fds
+        out_r, out_w, err_r, err_w, nonce_r, nonce_w, chan_r, chan_w, job_r, job_w = fds
+        # The job waits whole in a pipe the candidate reads after its fork: the zygote it
+        # is forked from never holds any job, so no candidate inherits another's data.
+        job = memoryview(marshal.dumps((solution, tests)))
+        if len(job) > fcntl.fcntl(job_w, fcntl.F_GETPIPE_SZ):
+            fcntl.fcntl(job_w, fcntl.F_SETPIPE_SZ, len(job))
+        while job:
+            job = job[os.write(job_w, job):]
         nonce = os.urandom(16)
         os.write(nonce_w, nonce)
         digest = hashlib.sha256(nonce).digest()
-        del nonce  # only its digest stays in the memory the candidate inherits
-        child = _fork_candidate(st, scratch, solution, tests, (out_w, err_w, nonce_r, chan_w))
+        del nonce  # only its digest stays in the worker
+        child = _ask(zygote, b"F" + scratch.encode(), (out_w, err_w, nonce_r, chan_w, job_r))
+        if child < 0:
+            raise OSError(-child, f"fork: {os.strerror(-child)}")
         started = time.monotonic()
-        for fd in (out_w, err_w, nonce_r, nonce_w, chan_w):
+        for fd in (out_w, err_w, nonce_r, nonce_w, chan_w, job_r, job_w):
             fds.remove(fd)
             os.close(fd)
-        return _collect(st, child, started, out_r, err_r, chan_r, digest)
+        return _collect(st, zygote, child, started, out_r, err_r, chan_r, digest)
     finally:
         for fd in fds:
             os.close(fd)
-        shutil.rmtree(scratch, ignore_errors=True)
+        _drop_scratch(st, scratch)
 
 
-def _fork_candidate(st: _WorkerState, scratch: str, solution: str, tests: str,
-                    fds: tuple[int, int, int, int]) -> int:
+def _zygote(st: _WorkerState, requests: socket.socket) -> None:
+    """Forks each candidate on the worker's request ("F" + scratch dir, with the
+    candidate's pipes) and replies with its pid; reaps it when asked ("W" + pid) and
+    replies with its wait status. It never receives job data or results."""
+    while msg_fds := socket.recv_fds(requests, 4096, 8)[:2]:
+        msg, fds = msg_fds
+        if not msg:
+            return
+        if msg[:1] == b"F":
+            try:
+                reply = _fork_candidate(st, msg[1:].decode(), tuple(fds))
+            except OSError as exc:
+                reply = -(exc.errno or 1)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        else:
+            reply = os.waitpid(struct.unpack("<q", msg[1:])[0], 0)[1]
+        requests.send(struct.pack("<q", reply))
+
+
+def _fork_candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> int:
     """Fork the candidate as PID 1 of fresh PID, network and IPC namespaces."""
     if st.flags:
-        _unshare(st.flags)  # the worker's next child lands in the new namespaces
+        _unshare(st.flags)  # the next child lands in the new namespaces
     try:
-        return _in_child(_candidate, st, scratch, solution, tests, fds)
+        return _in_child(_candidate, st, scratch, fds)
     finally:
         if st.flags & CLONE_NEWPID:  # so that the next unshare may make another one
             _check(_libc.setns(st.pid_ns, CLONE_NEWPID), "setns")
 
 
-def _candidate(st: _WorkerState, scratch: str, solution: str, tests: str,
-               fds: tuple[int, int, int, int]) -> None:
-    """The harness in the candidate process: lock down, run solution and tests, prove completion."""
+def _read_job(fd: int) -> tuple[str, str]:
+    data = bytearray()
+    while chunk := os.read(fd, 1 << 16):
+        data += chunk
+    return marshal.loads(data)
+
+
+def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
+    """The harness in the candidate process: read the job, lock down, run solution and
+    tests, prove completion."""
     os.setsid()
-    out_w, err_w, nonce_r, chan_w = fds
+    out_w, err_w, nonce_r, chan_w, job_r = fds
+    solution, tests = _read_job(job_r)
     os.dup2(st.devnull, _STDIN)
     os.dup2(out_w, _STDOUT)
     os.dup2(err_w, _STDERR)
@@ -640,8 +768,8 @@ def _flush() -> None:
             pass
 
 
-def _collect(st: _WorkerState, child: int, started: float, out_r: int, err_r: int, chan_r: int,
-             digest: bytes) -> tuple:
+def _collect(st: _WorkerState, zygote: socket.socket, child: int, started: float, out_r: int,
+             err_r: int, chan_r: int, digest: bytes) -> tuple:
     """Gather output tails and the channel until the candidate exits or times out; decide."""
     bufs = {out_r: bytearray(), err_r: bytearray(), chan_r: bytearray()}
     caps = {out_r: st.output_bytes, err_r: st.output_bytes, chan_r: 64}
@@ -665,15 +793,15 @@ def _collect(st: _WorkerState, child: int, started: float, out_r: int, err_r: in
                 poller.unregister(fd)
                 continue
             _append(bufs[fd], data, caps[fd], keep_tail=fd != chan_r)
-    os.close(pidfd)
     if timed_out:
-        os.kill(child, signal.SIGKILL)  # still our unreaped child: the pid cannot be reused
-    os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)
-    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        select.select([pidfd], [], [])  # gone (a zombie until the zygote reaps it)
+    os.close(pidfd)
+    try:  # unreaped, its pid and group id are still its own
         os.killpg(child, signal.SIGKILL)  # its group's stragglers (matters without a PID namespace)
     except OSError:
         pass
-    _, status = os.waitpid(child, 0)
+    status = _ask(zygote, b"W" + struct.pack("<q", child))
     duration = time.monotonic() - started
     for fd, buf in bufs.items():  # what is left in the pipes
         os.set_blocking(fd, False)
@@ -735,13 +863,24 @@ def _worker_main() -> None:
     random.seed(0)  # every candidate starts from one random state: verdicts are reproducible
     gc.freeze()  # keep the collector from touching (and so copying) inherited pages
     st = _WorkerState(conf, tuple(missing), pid_ns, cgroup_procs)
+    requests, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if os.fork() == 0:  # the zygote: forked before any job arrives
+        try:
+            os.close(proto_in), os.close(proto_out), requests.close()
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            _zygote(st, zygote_end)
+        finally:
+            os._exit(0)
+    zygote_end.close()
     _send(proto_out, (missing, cgroups))
     while (job := _recv(proto_in)) is not None:
         job_id, solution, tests = job
         try:
-            result = _run_job(st, solution, tests)
-        except OSError as exc:  # e.g. fork refused: the sandbox failed, not the candidate
-            result = ("error", None, None, 0.0, b"", f"sandbox: {exc}".encode())
+            result = _run_job(st, requests, solution, tests)
+        except _ZygoteGone:
+            return  # the caller sees this worker end and re-runs its jobs elsewhere
+        except Exception as exc:  # e.g. fork refused: the sandbox failed, not the candidate
+            result = ("error", None, None, 0.0, b"", f"sandbox: {exc!r}".encode())
         _send(proto_out, (job_id, *result))
     if "mount" in st.missing:  # a directory on the host's /tmp, not a private tmpfs
         shutil.rmtree(st.scratch_root, ignore_errors=True)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import ast
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from textwrap import dedent
 
@@ -68,7 +70,7 @@ def off_by_one(problem: dict) -> str | None:
 
 def sandbox_processes() -> list[int]:
     """Host processes still running as one of the sandbox's uids."""
-    uids = range(CFG.uid_base, CFG.uid_base + CFG.workers)
+    uids = range(CFG.uid_base, CFG.uid_base + 16)  # concurrent Sandboxes reserve further uids
     found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
@@ -334,8 +336,7 @@ def test_reentering_the_harness_fails(sandbox):
             while frame.f_code.co_name != "_candidate":
                 frame = frame.f_back
             try:
-                harness._candidate(frame.f_locals["st"], frame.f_locals["scratch"],
-                                   "def f():\\n    return 1\\n", "", frame.f_locals["fds"])
+                harness._candidate(frame.f_locals["st"], frame.f_locals["scratch"], frame.f_locals["fds"])
             except BaseException as exc:
                 print("refused:", repr(exc), flush=True)
             os._exit(0)
@@ -371,3 +372,83 @@ def test_refuses_weaker_isolation_unless_allowed():
     refused, ran = proc.stdout.splitlines()
     assert refused.startswith("refused:") and all(layer in refused for layer in LAYERS)
     assert ran == "passed " + ",".join(LAYERS)
+
+
+# --- one candidate cannot affect or read another ------------------------------------------
+
+
+def test_a_tree_too_deep_for_recursion_harms_no_neighbour(sandbox):
+    """Left in the scratch dir, it made a recursive cleanup raise and kill the worker."""
+    deep = dedent("""
+        import os
+        for _ in range(4000):
+            os.mkdir("d")
+            os.chdir("d")
+        """) + WRONG
+    good = Candidate("def f():\n    return 1\n", TESTS)
+    results = sandbox.run([Candidate(deep, TESTS), good, Candidate(deep, TESTS), good, good])
+    assert [r.status for r in results] == ["failed", "passed", "failed", "passed", "passed"], results
+    assert sandbox_processes() == []
+
+
+# Scans this process's memory near the heap for a marker, with process_vm_readv on itself,
+# which reports unreadable addresses instead of crashing. The probe holds only the marker
+# reversed, and looks for that in each chunk reversed: its own copy cannot match itself.
+MEMORY_SCAN = dedent("""
+    import ctypes, os
+    class iovec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    backwards = ("{tag}" + "-" + "-".join(["ETADIDNAC", "YB", "DEKAEL"])).encode()
+    chunk = 1 << 20
+    buf = ctypes.create_string_buffer(chunk)
+    def found_near(address):
+        start = (address - (1 << 30)) & ~(chunk - 1)
+        addr = max(start, 1 << 16)
+        while addr < start + (2 << 30):
+            local, remote = iovec(ctypes.addressof(buf), chunk), iovec(addr, chunk)
+            n = libc.process_vm_readv(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+            if n > 0 and backwards in buf.raw[:n][::-1]:
+                return True
+            addr += n if n == chunk else max(n, 0) + 4096 - (max(n, 0) % 4096)
+        return False
+    big = bytearray(1 << 16)
+    seen = found_near(id(backwards)) or found_near(ctypes.addressof((ctypes.c_char * len(big)).from_buffer(big)))
+    def f():
+        return 1 if seen else 0
+    """)
+
+
+def test_no_candidate_inherits_an_earlier_one_in_memory():
+    tag = uuid.uuid4().hex
+    marker = f"LEAKED-BY-CANDIDATE-{tag[::-1]}"
+    secret = Candidate(f"SECRET = {marker!r} * 50\n" + WRONG, (f"assert f() == 1, {marker!r}",))
+    probe = Candidate(MEMORY_SCAN.format(tag=tag), TESTS)
+    with Sandbox(replace(CFG, workers=1)) as sandbox:  # one worker: the probe follows the secret
+        results = sandbox.run([secret, secret, probe])
+    assert "LEAKED-BY-CANDIDATE" in results[0].stderr  # the secret did pass through the worker
+    assert results[2].status == "failed", results[2]  # ...and the probe did not find it
+
+
+def test_a_killed_worker_or_zygote_changes_no_verdict():
+    good = Candidate("def f():\n    return 1\n", TESTS)
+    with Sandbox(CFG) as sandbox:
+        victim = sandbox._workers[0].proc.pid
+        os.kill(victim, signal.SIGKILL)
+        assert all(r.passed for r in sandbox.run([good] * 6))
+        worker = sandbox._workers[1].proc.pid
+        zygote = int(Path(f"/proc/{worker}/task/{worker}/children").read_text().split()[0])
+        os.kill(zygote, signal.SIGKILL)
+        assert all(r.passed for r in sandbox.run([good] * 6))
+        assert victim not in {w.proc.pid for w in sandbox._workers}
+
+
+def test_concurrent_sandboxes_get_their_own_uids_and_cgroups():
+    good = Candidate("def f():\n    return 1\n", TESTS)
+    with Sandbox(CFG) as first, Sandbox(CFG) as second:
+        uids = [{w.uid for w in sb._workers} for sb in (first, second)]
+        groups = [{g for w in sb._workers for g in w.cgroups} for sb in (first, second)]
+        assert not uids[0] & uids[1] and not groups[0] & groups[1]
+        assert all(r.passed for r in first.run([good] * 4) + second.run([good] * 4))
+    with Sandbox(CFG) as again:  # released on close
+        assert {w.uid for w in again._workers} == uids[0]
