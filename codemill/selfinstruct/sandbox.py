@@ -673,9 +673,9 @@ def _zygote(st: _WorkerState, requests: socket.socket) -> None:
     """Forks each candidate on the worker's request ("F" + scratch dir, with the
     candidate's pipes) and replies with its pid; reaps it when asked ("W" + pid) and
     replies with its wait status. It never receives job data or results."""
-    while msg_fds := socket.recv_fds(requests, 4096, 8)[:2]:
-        msg, fds = msg_fds
-        if not msg:
+    while True:
+        msg, fds = socket.recv_fds(requests, 4096, 8)[:2]
+        if not msg:  # the worker is done
             return
         if msg[:1] == b"F":
             try:
@@ -864,7 +864,8 @@ def _worker_main() -> None:
     gc.freeze()  # keep the collector from touching (and so copying) inherited pages
     st = _WorkerState(conf, tuple(missing), pid_ns, cgroup_procs)
     requests, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    if os.fork() == 0:  # the zygote: forked before any job arrives
+    zygote = os.fork()
+    if zygote == 0:  # forked before any job arrives
         try:
             os.close(proto_in), os.close(proto_out), requests.close()
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -878,10 +879,12 @@ def _worker_main() -> None:
         try:
             result = _run_job(st, requests, solution, tests)
         except _ZygoteGone:
-            return  # the caller sees this worker end and re-runs its jobs elsewhere
+            break  # the caller sees this worker end and re-runs its jobs elsewhere
         except Exception as exc:  # e.g. fork refused: the sandbox failed, not the candidate
             result = ("error", None, None, 0.0, b"", f"sandbox: {exc!r}".encode())
         _send(proto_out, (job_id, *result))
+    requests.close()  # the zygote's cue to exit; reaped, its and the candidates' CPU time
+    os.waitpid(zygote, 0)  # count towards this worker's (and so the caller's) children
     if "mount" in st.missing:  # a directory on the host's /tmp, not a private tmpfs
         shutil.rmtree(st.scratch_root, ignore_errors=True)
 
