@@ -110,7 +110,8 @@ LAYERS: dict[str, str] = {
     "pid": "a fresh PID namespace per candidate: sees no other process, takes its children along",
     "net": "a fresh network namespace per candidate: no network, loopback down",
     "ipc": "a fresh IPC namespace per candidate: no System V or POSIX IPC object outlives it",
-    "cgroup": "a cgroup per worker capping the memory and processes of a candidate's whole tree",
+    "cgroup": "a cgroup per worker capping the memory, processes and CPU share of a candidate's "
+              "whole tree",
     "uid": "unprivileged uid/gid per worker: process limit binds; no signals, ptrace or root files",
 }
 
@@ -530,17 +531,40 @@ def _missing_child_layers(uid: int, pid_ns: int) -> list[str]:
     return [layer for layer in (*_NAMESPACES, "uid") if layer not in got.decode().split()]
 
 
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroup per v1 controller ("" for the v2 hierarchy), from /proc."""
+    own = {}
+    with open("/proc/self/cgroup") as fh:
+        for line in fh:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                own[controller] = path.rstrip("/")
+    return own
+
+
 def _candidate_cgroups(name: str, memory: int, nproc: int) -> tuple[list[str], list[int]]:
-    """Cgroups capping a candidate's whole tree: their dirs, and their cgroup.procs opened for
-    the candidate to write itself into (the worker stays out, so an OOM kill never hits it)."""
-    root = "/sys/fs/cgroup"
+    """Cgroups capping a candidate's whole tree (memory, processes) and giving it one equal
+    CPU share beside the other workers' candidates, nested under this process's own cgroups
+    so that the caller's limits hold too: their dirs, and their cgroup.procs opened for the
+    candidate to write itself into (the worker stays out, so an OOM kill never hits it)."""
+    root, own = "/sys/fs/cgroup", _own_cgroups()
     if os.path.exists(f"{root}/cgroup.controllers"):  # v2: one hierarchy
-        with open(f"{root}/cgroup.subtree_control", "w") as fh:
-            fh.write("+memory +pids")
-        groups = {f"{root}/{name}": {"memory.max": memory, "pids.max": nproc}}
+        # A cgroup with processes cannot hand controllers to children (v2's rule against
+        # internal processes): then the workers' groups go under the root.
+        parent = root
+        for candidate_parent in dict.fromkeys((f"{root}{own.get('', '')}", root)):
+            try:
+                with open(f"{candidate_parent}/cgroup.subtree_control", "w") as fh:
+                    fh.write("+memory +pids +cpu")
+                parent = candidate_parent
+                break
+            except OSError:
+                continue
+        groups = {f"{parent}/{name}": {"memory.max": memory, "pids.max": nproc, "cpu.weight": 100}}
     else:  # v1: a hierarchy per controller
-        groups = {f"{root}/memory/{name}": {"memory.limit_in_bytes": memory},
-                  f"{root}/pids/{name}": {"pids.max": nproc}}
+        groups = {f"{root}/memory{own.get('memory', '')}/{name}": {"memory.limit_in_bytes": memory},
+                  f"{root}/pids{own.get('pids', '')}/{name}": {"pids.max": nproc},
+                  f"{root}/cpu{own.get('cpu', '')}/{name}": {"cpu.shares": 1024}}
     dirs, procs = [], []
     try:
         for group, limits in groups.items():
@@ -849,8 +873,8 @@ def _worker_main() -> None:
     pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)  # before /proc is hidden
     cgroups, cgroup_procs = [], []
     try:  # before the filesystem goes read-only: a file open for writing would block that
-        cgroups, cgroup_procs = _candidate_cgroups(
-            f"codemill-sandbox-{os.getpid()}", conf["memory_bytes"], conf["max_processes"])
+        cgroups, cgroup_procs = _candidate_cgroups(  # unique: uids are reserved host-wide
+            f"codemill-sandbox-{conf['uid']}-{os.urandom(4).hex()}", conf["memory_bytes"], conf["max_processes"])
     except OSError:
         missing.append("cgroup")
     try:

@@ -452,3 +452,21 @@ def test_concurrent_sandboxes_get_their_own_uids_and_cgroups():
         assert all(r.passed for r in first.run([good] * 4) + second.run([good] * 4))
     with Sandbox(CFG) as again:  # released on close
         assert {w.uid for w in again._workers} == uids[0]
+
+
+def test_cgroups_nest_under_the_callers_and_give_an_equal_cpu_share(sandbox):
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            own[controller] = path.rstrip("/")
+    groups = [g for w in sandbox._workers for g in w.cgroups]
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        assert all(Path(g, "cpu.weight").read_text().strip() == "100" for g in groups)
+    else:
+        for controller in ("memory", "pids", "cpu"):
+            mine = [g for g in groups if g.startswith(f"/sys/fs/cgroup/{controller}/")]
+            assert len(mine) == CFG.workers
+            # under the caller's own group, so the caller's limits bind the candidates too
+            assert all(Path(g).parent == Path(f"/sys/fs/cgroup/{controller}{own[controller]}") for g in mine)
+        assert {Path(g, "cpu.shares").read_text().strip() for g in groups if "/cpu/" in g} == {"1024"}
