@@ -5,25 +5,29 @@ How a candidate runs
 `Sandbox` starts one *worker* per core: a fresh interpreter (not a fork of the
 caller, so none of the caller's memory or environment comes along) with a
 scrubbed environment and common stdlib modules pre-imported. Each worker sets
-up once: a cgroup that will cap memory and processes of each candidate's whole
-tree, and a private mount namespace in which the whole filesystem is
-read-only, `/tmp` is a small tmpfs for the scratch directory, `/proc` and
-`/run` (daemon sockets) are hidden, and a private directory holding the
-interpreter (pyenv under /root) is replaced by a view of just the interpreter.
+up once: cgroups, nested under the caller's own, that cap the memory and
+processes of each candidate's whole tree and give it an equal CPU share; and a
+private mount namespace whose root is a minimal tree of read-only binds (the
+system's /usr and its kin, the interpreter's install and packages, the dynamic
+loader's cache, /dev/null, zero, random and urandom) with a scratch tmpfs,
+pivoted into so that the rest of the host (/proc, /sys, /run, /etc, /home,
+Unix socket files, pseudo-terminals) is gone.
 
 Then the worker forks a *zygote* and only then starts taking jobs: the zygote
 never receives a job or a result, so its memory holds nothing of any
-candidate. Per candidate the worker mounts a fresh scratch tmpfs, writes the
-job into a pipe and passes the candidate's pipes to the zygote, which
-unshares fresh PID, network (loopback down: no network at all) and IPC
-namespaces and forks the candidate as PID 1 of them. Before any candidate
-code runs, the child reads its job; starts its own session; takes stdin from
-/dev/null and stdout/stderr on pipes the worker drains (keeping a capped
-tail); joins the cgroup; sets rlimits (CPU seconds, address space,
-processes, file size, open files, no core dumps); closes every other fd;
-enters its scratch directory (detached afterwards with whatever is in it);
-drops to the worker's own unprivileged uid/gid with no groups; and sets
-no_new_privs (setuid binaries grant nothing). Forking a warm interpreter
+candidate. Per candidate the worker makes a scratch directory, writes the job
+into a pipe and passes the candidate's pipes to the zygote, which unshares
+fresh PID, network (loopback down: no network at all) and IPC namespaces and
+forks the candidate as PID 1 of them. Before any candidate code runs, the
+child reads its job; starts its own session; takes stdin from /dev/null and
+stdout/stderr on pipes the worker drains (keeping a capped tail); joins the
+cgroups; sets rlimits (CPU seconds, address space, processes, file size, open
+files, no core dumps); closes every other fd; enters its scratch directory
+(removed afterwards; if that fails, say for a tree too deep to walk, the
+scratch tmpfs is replaced whole); drops to the worker's own unprivileged
+uid/gid with no groups; sets no_new_privs (setuid binaries grant nothing);
+and installs a seccomp filter that refuses new user namespaces, ptrace,
+keyrings, BPF, perf events and userfaultfd. Forking a warm interpreter
 instead of starting Python is what makes this fast.
 
 The worker kills the candidate at the wall-clock timeout; as PID 1 its death
@@ -39,10 +43,12 @@ two workers down gets the verdict "error".
 Threat model
 ------------
 Host and neighbours (kernel-enforced; holds against arbitrary code, native
-code included): no network, no writes outside the scratch tmpfs, no view of
-other processes, no signals or ptrace outside its namespace, no caller
-secrets (environment scrubbed, /proc hidden, /root hidden), bounded CPU,
-memory, processes, files and output, and nothing survives the candidate. The
+code included): no network, no writes outside the scratch tmpfs, no host
+files beyond system libraries and the interpreter, no view of other
+processes, no signals or ptrace outside its namespace, no caller secrets
+(environment scrubbed), nothing of earlier candidates in memory, bounded CPU
+share, memory, processes, files and output, and nothing survives the
+candidate. The
 only process that reports to the caller is the worker, which never executes
 candidate code and whose pipes the candidate does not hold, so a candidate
 can never touch another candidate's verdict or the caller.
@@ -77,6 +83,7 @@ the missing layers are then recorded on every `Result`.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import gc
 import hashlib
@@ -106,13 +113,16 @@ if TYPE_CHECKING:  # this file also runs as the workers' script: no codemill imp
     from codemill.selfinstruct.config import SandboxConfig
 
 LAYERS: dict[str, str] = {
-    "mount": "private mount namespace: read-only filesystem, scratch tmpfs, /proc and /run hidden",
+    "mount": "private mount namespace: a minimal read-only root (system libraries, the interpreter, "
+             "four /dev nodes) and a scratch tmpfs per candidate",
     "pid": "a fresh PID namespace per candidate: sees no other process, takes its children along",
     "net": "a fresh network namespace per candidate: no network, loopback down",
     "ipc": "a fresh IPC namespace per candidate: no System V or POSIX IPC object outlives it",
     "cgroup": "a cgroup per worker capping the memory, processes and CPU share of a candidate's "
               "whole tree",
     "uid": "unprivileged uid/gid per worker: process limit binds; no signals, ptrace or root files",
+    "seccomp": "a seccomp filter: no new user namespaces, ptrace, keyrings, BPF, perf events or "
+               "userfaultfd",
 }
 
 
@@ -405,13 +415,63 @@ _libc.syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c
 CLONE_NEWNS, CLONE_NEWIPC = 0x00020000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 _NAMESPACES = {"pid": CLONE_NEWPID, "net": CLONE_NEWNET, "ipc": CLONE_NEWIPC}  # fresh per candidate
+_CHILD_LAYERS = (*_NAMESPACES, "uid", "seccomp")  # tried in that order: seccomp last
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, -1)  # -1: ENOSYS
+_libc_pivot = ctypes.CDLL(None, use_errno=True)  # its own syscall() prototype
+_libc_pivot.syscall.argtypes = [ctypes.c_long, ctypes.c_char_p, ctypes.c_char_p]
+# What the minimal root shows of the host, read-only (a missing one is skipped).
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 MNT_DETACH = 2
 _STDIN, _STDOUT, _STDERR, _NONCE_FD, _CHANNEL_FD = 0, 1, 2, 3, 4
 _READY = b"R"
+# The seccomp filter (classic BPF over struct seccomp_data: nr at 0, arch at 4, args from
+# 16). Denied: calls that only widen the kernel surface a candidate can reach.
+_SECCOMP_ARCH = {  # machine: (AUDIT_ARCH_*, unshare, clone, clone3, denied calls)
+    # ptrace, add_key, request_key, keyctl, perf_event_open, bpf, userfaultfd
+    "x86_64": (0xC000003E, 272, 56, 435, (101, 248, 249, 250, 298, 321, 323)),
+    "aarch64": (0xC00000B7, 97, 220, 435, (117, 217, 218, 219, 241, 280, 282)),
+}
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER, CLONE_NEWUSER = 22, 2, 0x10000000
+_RET_ALLOW, _RET_KILL, _RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+
+
+def _seccomp_filter() -> bytes | None:
+    """The filter program for this machine (None where it has no table)."""
+    arch = _SECCOMP_ARCH.get(os.uname().machine)
+    if arch is None:
+        return None
+    audit_arch, unshare, clone, clone3, denied = arch
+
+    def op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+        return struct.pack("<HBBI", code, jt, jf, k)
+
+    load, ret, jeq, jge, jset = 0x20, 0x06, 0x15, 0x35, 0x45
+    eperm = _RET_ERRNO | errno.EPERM
+    prog = [op(load, 4), op(jeq, audit_arch, 1, 0), op(ret, _RET_KILL), op(load, 0)]
+    if os.uname().machine == "x86_64":  # the x32 ABI's numbers would bypass the table
+        prog += [op(jge, 0x40000000, 0, 1), op(ret, eperm)]
+    for nr in denied:
+        prog += [op(jeq, nr, 0, 1), op(ret, eperm)]
+    # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc use clone.
+    prog += [op(jeq, clone3, 0, 1), op(ret, _RET_ERRNO | errno.ENOSYS)]
+    prog += [op(jeq, unshare, 1, 0), op(jeq, clone, 0, 3), op(load, 16),
+             op(jset, CLONE_NEWUSER, 0, 1), op(ret, eperm), op(ret, _RET_ALLOW)]
+    return b"".join(prog)
+
+
+def _install_seccomp(program: bytes) -> None:
+    """Install the filter on this process (no_new_privs must be set); its children inherit it."""
+    filters = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("<HxxxxxxQ", len(program) // 8, ctypes.addressof(filters))
+    buf = ctypes.create_string_buffer(fprog, len(fprog))
+    _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(buf))
+
+
 _WARM_MODULES = (
     "array", "bisect", "collections", "copy", "dataclasses", "datetime", "decimal", "enum",
     "fractions", "functools", "hashlib", "heapq", "itertools", "json", "math", "operator",
@@ -429,8 +489,8 @@ def _unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
 
-def _prctl(option: int, arg: int) -> None:
-    _check(_libc.prctl(option, arg, 0, 0, 0), "prctl")
+def _prctl(option: int, arg: int, arg3: int = 0) -> None:
+    _check(_libc.prctl(option, arg, arg3, 0, 0), "prctl")
 
 
 def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
@@ -438,54 +498,58 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
            f"mount {target}")
 
 
-def _private_filesystem(scratch_bytes: int) -> None:
-    """Worker-wide: everything read-only, a capped scratch tmpfs on /tmp, /proc and /run hidden."""
+def _private_filesystem() -> None:
+    """Worker-wide: a minimal read-only root and a tmpfs on /tmp for the scratch dirs.
+
+    The root is a fresh tmpfs holding read-only binds of the system's programs and
+    libraries (/usr and its kin), the interpreter (its install and the packages it
+    imports), the dynamic loader's cache and /dev/null, zero, random and urandom; the
+    worker pivots into it and detaches the host's tree. Nothing else of the host is
+    reachable: no /proc, /sys, /run, /var, /home or /etc, no Unix socket files, no
+    pseudo-terminals."""
     _unshare(CLONE_NEWNS)
     _mount("none", "/", "", MS_REC | MS_PRIVATE, "")  # nothing we mount may propagate to the host
-    _expose_interpreter()
+    new = "/tmp"  # its tmpfs becomes the root; the host's /tmp goes out of sight with the rest
+    _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), new + path)
+        elif os.path.isdir(path):
+            _bind(path, new + path)
+    for path in (*_interpreter_dirs(), *_SYSTEM_FILES):
+        if os.path.exists(path):
+            _bind(path, new + path)
+    os.mkdir(new + "/tmp")
+    os.mkdir(new + "/.old")
+    _check(_libc_pivot.syscall(SYS_PIVOT_ROOT, new.encode(), (new + "/.old").encode()), "pivot_root")
+    os.chdir("/")
+    _check(_libc.umount2(b"/.old", MNT_DETACH), "umount")
+    os.rmdir("/.old")
     attr = struct.pack("<QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)
     _check(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, attr, len(attr)),
            "mount_setattr")
-    for hidden in ("/proc", "/run"):
-        if os.path.isdir(hidden):
-            _mount("tmpfs", hidden, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                   "size=4k,mode=0755")
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={scratch_bytes},nr_inodes=16384,mode=0755")
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=16384,mode=0755")
+
+
+def _bind(source: str, target: str) -> None:
+    """A recursive bind of a directory or file at `target`, creating the mount point."""
+    if os.path.isdir(source):
+        os.makedirs(target, mode=0o755)
+    else:
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    _mount(source, target, "", MS_BIND | MS_REC, "")
 
 
 def _interpreter_dirs() -> list[str]:
-    """The directories Python imports from, outermost only."""
+    """The interpreter's install and the directories it imports from inside it or its
+    virtualenv, outermost only (not other sys.path entries, such as a project's tree)."""
+    homes = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
     dirs = {os.path.realpath(p) for p in sys.path if os.path.isdir(p)}
     dirs.add(os.path.dirname(os.path.realpath(sys.executable)))
+    dirs = {d for d in dirs if any(d == h or d.startswith(h + os.sep) for h in homes)}
+    dirs.add(os.path.realpath(sys.base_prefix))
     return sorted(d for d in dirs if not any(d.startswith(o + os.sep) for o in dirs))
-
-
-def _blocking_ancestor(path: str) -> str | None:
-    """The outermost directory above path that others may not traverse (e.g. /root, 0700)."""
-    parts = path.strip(os.sep).split(os.sep)
-    for i in range(1, len(parts)):
-        ancestor = os.sep + os.path.join(*parts[:i])
-        if not os.stat(ancestor).st_mode & 0o001:
-            return ancestor
-    return None
-
-
-def _expose_interpreter() -> None:
-    """Let the unprivileged candidate import the stdlib and site-packages even where they
-    live under a private directory (pyenv under /root): that directory is covered with an
-    empty tmpfs (hiding the rest of it) holding binds of just the interpreter's dirs."""
-    blocked: dict[str, list[str]] = {}
-    for d in _interpreter_dirs():
-        if (ancestor := _blocking_ancestor(d)) is not None:
-            blocked.setdefault(ancestor, []).append(d)
-    for ancestor, dirs in blocked.items():
-        handles = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in dirs]  # reachable once covered
-        _mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
-        for d, handle in zip(dirs, handles):
-            os.makedirs(d, mode=0o755)
-            _mount(f"/proc/self/fd/{handle}", d, "", MS_BIND | MS_REC, "")
-            os.close(handle)
 
 
 def _in_child(body, *args) -> int:
@@ -503,9 +567,15 @@ def _in_child(body, *args) -> int:
 
 
 def _try_layers(uid: int, pid_ns: int, w: int) -> None:
-    for layer in (*_NAMESPACES, "uid"):
+    for layer in _CHILD_LAYERS:
         try:
-            if layer == "uid":
+            if layer == "seccomp":
+                program = _seccomp_filter()
+                if program is None:
+                    continue
+                _prctl(PR_SET_NO_NEW_PRIVS, 1)
+                _install_seccomp(program)
+            elif layer == "uid":
                 os.setgroups([])
                 os.setresgid(uid, uid, uid)
                 os.setresuid(uid, uid, uid)
@@ -528,7 +598,7 @@ def _missing_child_layers(uid: int, pid_ns: int) -> list[str]:
         got += chunk
     os.close(r)
     os.waitpid(pid, 0)
-    return [layer for layer in (*_NAMESPACES, "uid") if layer not in got.decode().split()]
+    return [layer for layer in _CHILD_LAYERS if layer not in got.decode().split()]
 
 
 def _own_cgroups() -> dict[str, str]:
@@ -603,9 +673,12 @@ class _WorkerState:
             self.scratch_root = tempfile.mkdtemp(prefix="codemill-sandbox-")
             os.chmod(self.scratch_root, 0o711)
         else:
-            self.scratch_root = "/tmp"
+            self.scratch_root = "/tmp/scratch"  # a tmpfs of its own, so it can be replaced whole
+            os.mkdir(self.scratch_root)
+            _mount_scratch_root(self)
         tempfile.tempdir = None  # candidates' tempfile follows their TMPDIR
         self.devnull = _high(os.open(os.devnull, os.O_RDONLY))
+        self.seccomp = None if "seccomp" in missing else _seccomp_filter()
         self.count = 0
 
 
@@ -636,22 +709,30 @@ def _ask(zygote: socket.socket, message: bytes, fds: Sequence[int] = ()) -> int:
     return struct.unpack("<q", reply)[0]
 
 
+def _mount_scratch_root(st: _WorkerState) -> None:
+    _mount("tmpfs", st.scratch_root, "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={st.scratch_bytes},nr_inodes=16384,mode=0755")
+
+
 def _make_scratch(st: _WorkerState, scratch: str) -> None:
     os.mkdir(scratch, 0o700)
-    if "mount" not in st.missing:  # its own tmpfs: a full scratch harms no later candidate
-        _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV,
-               f"size={st.scratch_bytes},nr_inodes=16384,mode=0700")
     if "uid" not in st.missing:
         os.chown(scratch, st.uid, st.uid)
 
 
 def _drop_scratch(st: _WorkerState, scratch: str) -> None:
-    """Whatever the candidate left goes, however deep or unwritable: its tmpfs is detached
-    (else `rm`, which walks any depth without recursion). Never raises."""
+    """Whatever the candidate left goes, however deep or unwritable; never raises. When a
+    plain removal fails (a tree too deep for rmtree's recursion, say), the worker's scratch
+    tmpfs is detached whole and a fresh one mounted (else `rm`, which walks any depth)."""
+    try:
+        shutil.rmtree(scratch)
+        return
+    except Exception:  # RecursionError is not an OSError
+        pass
     try:
         if "mount" not in st.missing:
-            _check(_libc.umount2(scratch.encode(), MNT_DETACH), "umount")
-            os.rmdir(scratch)
+            _check(_libc.umount2(st.scratch_root.encode(), MNT_DETACH), "umount")
+            _mount_scratch_root(st)
         else:
             subprocess.run(["rm", "-rf", "--one-file-system", "--", scratch],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
@@ -759,6 +840,8 @@ def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
         os.setresuid(st.uid, st.uid, st.uid)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the credential change cleared it
+    if st.seccomp is not None:
+        _install_seccomp(st.seccomp)
     # What the harness uses once candidate code has run is bound to locals now: that code can
     # rebind builtins and module attributes (exec, os._exit, BaseException...), not these.
     exit_, read, write, fail = os._exit, os.read, os.write, BaseException
@@ -878,7 +961,7 @@ def _worker_main() -> None:
     except OSError:
         missing.append("cgroup")
     try:
-        _private_filesystem(conf["scratch_bytes"])
+        _private_filesystem()
     except OSError:
         missing.append("mount")
     missing += _missing_child_layers(conf["uid"], pid_ns)
