@@ -62,7 +62,7 @@ def _is_star_forest(edges: DataFrame) -> bool:
     return per_node.where(broken).isEmpty()
 
 
-def _components_on_driver(edges: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+def components_on_driver(edges: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     """(id, smallest id of its component) for every node of the (u, v) edges."""
     parent: dict[Any, Any] = {}
 
@@ -104,7 +104,7 @@ def connected_components(
     if len(head) <= driver_edges:
         id_type = current.schema[U].dataType.simpleString()
         return edges.sparkSession.createDataFrame(
-            _components_on_driver([(r[U], r[V]) for r in head]), f"id {id_type}, component {id_type}")
+            components_on_driver([(r[U], r[V]) for r in head]), f"id {id_type}, component {id_type}")
     # Self-loops carry no link, but their node still forms a component of its own.
     singles = current.where(F.col(U) == F.col(V)).select(F.col(U).alias("id"))
     current = current.where(F.col(U) != F.col(V))

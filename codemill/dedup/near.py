@@ -30,12 +30,12 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StructField, StructType
 
-from codemill.dedup.components import connected_components
+from codemill.dedup.components import DRIVER_EDGES, components_on_driver, connected_components
 from codemill.dedup.config import NearDedupConfig
 from codemill.dedup.keep_rule import keep_key, keep_order
 from codemill.dedup.lsh import band_key_batches, band_params
 from codemill.dedup.shingles import shingle_set_batches
-from codemill.dedup.survivors import survivor_batches
+from codemill.dedup.survivors import survivor_batches, survivors
 from codemill.observe import step
 from codemill.schema import DOC_COLUMNS, StageOutput, dropped_rows
 from codemill.stats import StageStats
@@ -170,11 +170,16 @@ def _split_by_cluster_size(pairs: DataFrame, min_size: int) -> tuple[DataFrame, 
     return sized.where(big).select("a", "b"), sized.where(~big).select("a", "b")
 
 
-def _decide(docs: DataFrame, edges: DataFrame) -> DataFrame:
-    """(id, size_bytes, cluster_id, rank, kept_id) of every document in a cluster: rank is
+def _decide(docs: DataFrame, edges: DataFrame, driver_edges: int = DRIVER_EDGES) -> DataFrame:
+    """(id, cluster_id, rank, kept_id, size_bytes) of every document in a cluster: rank is
     its place in keep-rule order, kept_id the survivor it is a duplicate of (itself for a
-    survivor)."""
-    comp = connected_components(edges, "a", "b").withColumnRenamed("component", "cluster_id")
+    survivor). Up to `driver_edges` edges are decided on the driver (a distributed pass
+    is a dozen small Spark jobs, which dominate a small run); both ways agree."""
+    edges = edges.select("a", "b").localCheckpoint(eager=False)  # read by the check, then the pass
+    head = edges.limit(driver_edges + 1).collect()
+    if len(head) <= driver_edges:
+        return _decide_on_driver(docs, [(r["a"], r["b"]) for r in head])
+    comp = connected_components(edges, "a", "b", driver_edges=0).withColumnRenamed("component", "cluster_id")
     ranked = (
         docs.select("id", "license", "stars", "size_bytes").join(comp, "id")
         .withColumn("rank", F.row_number().over(Window.partitionBy("cluster_id").orderBy(*keep_order())) - 1)
@@ -195,6 +200,31 @@ def _decide(docs: DataFrame, edges: DataFrame) -> DataFrame:
         survivor_batches, "id string, cluster_id string, rank int, kept_id string"
     )
     return decided.join(ranked.select("id", "size_bytes"), "id")
+
+
+def _decide_on_driver(docs: DataFrame, pairs: list[tuple[str, str]]) -> DataFrame:
+    """`_decide` for a graph small enough to hold: components by union-find, the members'
+    keep-rule order from Spark (one sort of just those documents), survivors here."""
+    spark = docs.sparkSession
+    cluster_of = dict(components_on_driver(pairs))
+    wanted = F.broadcast(spark.createDataFrame([(i,) for i in cluster_of], "id string"))
+    ordered = (docs.select("id", "size_bytes", keep_key().alias("keep")).join(wanted, "id")
+               .orderBy("keep").select("id", "size_bytes").collect())
+    members: dict[str, list[str]] = {}
+    for row in ordered:
+        members.setdefault(cluster_of[row["id"]], []).append(row["id"])
+    rank = {i: k for ids in members.values() for k, i in enumerate(ids)}
+    links: dict[str, tuple[list[int], list[int]]] = {c: ([], []) for c in members}
+    for a, b in pairs:
+        ends = links[cluster_of[a]]
+        ends[0].append(rank[a])
+        ends[1].append(rank[b])
+    kept = {}
+    for cluster, ids in members.items():
+        kept_by = survivors(len(ids), *links[cluster])
+        kept.update({i: ids[kept_by[k]] for k, i in enumerate(ids)})
+    rows = [(r["id"], cluster_of[r["id"]], rank[r["id"]], kept[r["id"]], r["size_bytes"]) for r in ordered]
+    return spark.createDataFrame(rows, "id string, cluster_id string, rank int, kept_id string, size_bytes long")
 
 
 def _cluster_table(decisions: DataFrame) -> DataFrame:

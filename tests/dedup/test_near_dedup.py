@@ -19,7 +19,7 @@ from codemill.dedup.components import connected_components
 from codemill.dedup.config import NearDedupConfig
 from codemill.dedup.lsh import band_params, optimal_bands_rows, verified_bands_rows
 from codemill.dedup.minhash import signatures, to_datasketch
-from codemill.dedup.near import _fits_broadcast, jaccard_batches, near_dedup
+from codemill.dedup.near import _decide, _fits_broadcast, candidate_pairs, jaccard_batches, near_dedup, verify_pairs
 from codemill.dedup.shingles import (
     batch_shingle_hashes,
     shingle_hash,
@@ -331,6 +331,16 @@ def test_deterministic_across_partitionings(spark, planted):
     finally:
         for key, value in saved.items():
             spark.conf.set(key, value)
+
+
+def test_survivors_chosen_on_the_driver_and_in_spark_agree(planted):
+    _, _, docs, cfg, _ = planted
+    scored = verify_pairs(docs, candidate_pairs(docs, cfg, *band_params(cfg)), cfg)
+    edges = scored.where(F.col("jaccard") >= cfg.threshold).select("a", "b")
+    on_driver = sorted(tuple(r) for r in _decide(docs, edges).collect())
+    in_spark = sorted(tuple(r) for r in _decide(docs, edges, driver_edges=0).collect())
+    assert on_driver == in_spark and len(on_driver) > 40
+    assert any(r[0] != r[3] for r in on_driver)  # some documents are dropped
 
 
 def test_broadcast_limit_is_spark_own_setting(spark):
