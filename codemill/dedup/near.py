@@ -189,9 +189,8 @@ def _decide(docs: DataFrame, edges: DataFrame, driver_edges: int = DRIVER_EDGES)
     members = ranked.groupBy("cluster_id").agg(
         F.transform(F.array_sort(F.collect_list(F.struct("rank", "id"))), lambda m: m["id"]).alias("members")
     )
-    ends = ranked.select("id", "rank")
     links = (
-        edges.join(ends.select(F.col("id").alias("a"), F.col("rank").alias("ra")), "a")
+        edges.join(ranked.select(F.col("id").alias("a"), F.col("rank").alias("ra")), "a")
         .join(ranked.select(F.col("id").alias("b"), "cluster_id", F.col("rank").alias("rb")), "b")
         .groupBy("cluster_id")
         .agg(F.collect_list("ra").alias("a"), F.collect_list("rb").alias("b"))
