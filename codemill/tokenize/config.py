@@ -40,4 +40,8 @@ class PackConfig(Section):
     # Paper: 4,096-token sequences; 16,384 for long-context fine-tuning. A FIM document
     # needs room for BOS, EOS and four infilling tokens around its text.
     seq_len: int = setting(4096, ge=16, le=1 << 20)
-    remainder: Literal["pad", "drop"] = "pad"
+    # best_fit: a document that fits in a row is never cut (rows padded); greedy: the
+    # stream of documents cut every seq_len tokens (no padding, most documents cut).
+    packing: Literal["best_fit", "greedy"] = "best_fit"
+    best_fit_window: int = setting(256, ge=1)  # rows' worth of documents placed at a time
+    remainder: Literal["pad", "drop"] = "pad"  # greedy: the final partial row

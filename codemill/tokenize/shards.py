@@ -251,7 +251,8 @@ def inspect_shards(shard_dir: str | os.PathLike, sample: int = 0) -> str:
         + ", ".join(f"{k}={v}" for k, v in tok["special_ids"].items()),
         f"  FIM rate {fim['rate']}, SPM share {fim['spm_rate']}, seed {fim['seed']}: "
         f"{counts['docs_psm']:,} PSM + {counts['docs_spm']:,} SPM of {counts['docs_packed']:,} docs; "
-        f"{counts['docs_long']:,} longer than a context, {counts['docs_empty']:,} empty skipped",
+        f"{counts['docs_long']:,} longer than a context, {counts.get('docs_cut', 0):,} cut across "
+        f"rows, {counts['docs_empty']:,} empty skipped",
     ]
     lines += _mix_lines(m["mix"])
     problems = verify_shards(out)

@@ -348,14 +348,15 @@ def test_pack_documents_reconstructs_every_document(tok, held_out):
     texts = held_out + ["", "   \n\t", "tiny"]
     doc_ids = [f"doc-{k}" for k in range(len(texts))]
     stats = PackStats()
-    pack = PackConfig(seq_len=256)
+    pack = PackConfig(seq_len=256, packing="greedy")
     batches = [(texts[i : i + 7], doc_ids[i : i + 7]) for i in range(0, len(texts), 7)]
     rows = pa.Table.from_batches(list(pack_documents(batches, tok, FimConfig(), pack, 0, stats)))
     ids = np.stack(rows.column("input_ids").to_numpy(zero_copy_only=False))
     assert ids.shape == (stats.sequences, 256) and ids.dtype == np.int32
     num_tokens = rows.column("num_tokens").to_numpy()
-    assert (num_tokens[:-1] == 256).all() and stats.pad_tokens == 256 - num_tokens[-1]
-    stream = ids.reshape(-1)[: stats.tokens]
+    # rows are full but where a FIM document moved to the next row, and the last
+    real = np.concatenate([ids[r, : num_tokens[r]] for r in range(len(ids))])
+    stream = real
 
     # doc_starts lists exactly the BOS positions of each row.
     for r, starts in enumerate(rows.column("doc_starts").to_pylist()):
@@ -365,16 +366,52 @@ def test_pack_documents_reconstructs_every_document(tok, held_out):
     kept = [t for t in texts if t and not t.isspace()]
     assert len(docs) == len(kept) == stats.docs_packed
     modes = []
+    row_of = np.repeat(np.arange(len(ids)), num_tokens)  # the row of each real token
+    at = 0
     for doc, text in zip(docs, kept):
         assert doc[0] == tok.bos_id and doc[-1] == tok.eos_id
         assert undo_fim(doc, tok) == text
         modes.append("spm" if doc[2] == tok.suf_id else "psm" if doc[1] == tok.pre_id else "none")
         if len(doc) > 256:
             assert modes[-1] == "none"
+        if modes[-1] != "none":  # a FIM document is never cut across rows
+            assert row_of[at] == row_of[at + len(doc) - 1]
+        at += len(doc)
     assert stats.docs_in == len(texts) and stats.docs_empty == 2
     assert stats.docs_long == sum(len(d) > 256 for d in docs) > 0
-    assert (stats.docs_psm, stats.docs_spm) == (modes.count("psm"), modes.count("spm"))
+    assert (stats.docs_psm, stats.docs_spm) == (modes.count("psm"), modes.count("spm")) != (0, 0)
     assert stats.tokens == sum(len(d) for d in docs)
+    assert stats.docs_cut >= stats.docs_long
+
+
+def test_best_fit_never_cuts_a_document_that_fits(tok, held_out):
+    texts = held_out + ["tiny", "x = 1"]
+    doc_ids = [f"doc-{k}" for k in range(len(texts))]
+    pack = PackConfig(seq_len=256, best_fit_window=3)  # several windows
+    batches = [(texts[i : i + 5], doc_ids[i : i + 5]) for i in range(0, len(texts), 5)]
+
+    def packed() -> tuple[pa.Table, PackStats]:
+        stats = PackStats()
+        return pa.Table.from_batches(list(pack_documents(batches, tok, FimConfig(), pack, 0, stats))), stats
+
+    rows, stats = packed()
+    assert rows.equals(packed()[0])  # deterministic
+    ids = np.stack(rows.column("input_ids").to_numpy(zero_copy_only=False))
+    num_tokens = rows.column("num_tokens").to_numpy()
+    starts = rows.column("doc_starts").to_pylist()
+    whole = []
+    for r in range(len(ids)):
+        real = ids[r, : num_tokens[r]]
+        assert starts[r] == np.flatnonzero(real == tok.bos_id).tolist()
+        bounds = [*starts[r], len(real)]
+        for a, b in zip(bounds, bounds[1:]):
+            if real[b - 1] == tok.eos_id:
+                whole.append(real[a:b])
+    fits = [t for t, d in zip(texts, doc_ids) if len(fim_transform(t, d, tok, FimConfig(), 0, 254)[0]) + 2 <= 256]
+    assert sorted(undo_fim(d, tok) for d in whole) == sorted(fits)  # each whole, exactly once
+    assert stats.docs_cut == stats.docs_long == len(texts) - len(fits) > 0
+    assert stats.tokens == int(num_tokens.sum()) and stats.pad_tokens == 256 * len(ids) - stats.tokens
+    assert stats.docs_psm + stats.docs_spm > 0
 
 
 # --- shards --------------------------------------------------------------------------
