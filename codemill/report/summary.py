@@ -34,6 +34,10 @@ SECRET_SETTING = re.compile(r"secret|password|token|credential|access\.key|sessi
 REDACTED = "<redacted>"
 
 
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "n/a"
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
@@ -50,6 +54,9 @@ def _mix_summary(shard_dir: Folder) -> dict[str, Any]:
         "fim_docs": {"psm": counts["docs_psm"], "spm": counts["docs_spm"],
                      "packed": counts["docs_packed"], "long": counts["docs_long"],
                      "eligible": counts["docs_packed"] - counts["docs_long"]},
+        "fim_tokens": counts.get("fim_tokens", 0),  # absent from older manifests
+        "docs_cut": counts.get("docs_cut", 0),
+        "pad_tokens": counts["pad_tokens"],
         "fim_rate": manifest["fim"]["rate"],
         "requested": mix["requested"],
         "realised": mix["realised"],
@@ -154,7 +161,14 @@ def format_summary(report: dict[str, Any], top_langs: int = 12) -> str:
             lines.append(f"  {cat:<10}{mix['realised_tokens'].get(cat, 0):>14,}{share:>11.1%}"
                          f"{mix['realised'].get(cat, 0):>10.1%}{mix['epochs'][cat]:>8.3g}")
         fim = mix["fim_docs"]
-        lines.append(f"  FIM: {fim['psm']:,} PSM + {fim['spm']:,} SPM of {fim['packed']:,} documents")
+        transformed = fim["psm"] + fim["spm"]
+        lines.append(f"  FIM: {fim['psm']:,} PSM + {fim['spm']:,} SPM = {transformed:,} of "
+                     f"{fim['eligible']:,} eligible documents ({_share(transformed, fim['eligible'])}; "
+                     f"eligible: fit in one row, of {fim['packed']:,} packed), "
+                     f"{mix['fim_tokens']:,} of {mix['tokens']:,} tokens "
+                     f"({_share(mix['fim_tokens'], mix['tokens'])})")
+        lines.append(f"  packing: {mix['docs_cut']:,} of {fim['packed']:,} documents cut across rows, "
+                     f"{_share(mix['pad_tokens'], mix['sequences'] * mix['seq_len'])} padding")
     final = report["final"]
     lines += [
         "",

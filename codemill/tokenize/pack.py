@@ -61,6 +61,7 @@ class PackStats:
     docs_cut: int = 0  # spread over more than one row (long ones, and greedy run-ons)
     docs_psm: int = 0
     docs_spm: int = 0
+    fim_tokens: int = 0  # tokens of the FIM documents, with BOS/EOS
     chars: int = 0  # characters of the packed documents
     tokens: int = 0  # real tokens written, BOS/EOS and FIM markers included
     pad_tokens: int = 0
@@ -326,6 +327,7 @@ def pack_documents(
         counts = np.bincount(enc.modes, minlength=3)
         stats.docs_psm += int(counts[1])
         stats.docs_spm += int(counts[2])
+        stats.fim_tokens += sum(len(ids) + 2 for ids, mode in zip(enc.ids, enc.modes.tolist()) if mode)
         rows = packer.add(enc.ids, whole=enc.modes > 0)
         if rows is not None:
             yield rows

@@ -120,6 +120,26 @@ def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
     return problems
 
 
+def fim_layout(shard_dir: str | os.PathLike) -> tuple[int, int]:
+    """(FIM documents, those cut across a row boundary) in a local shard directory: a FIM
+    document opens `<s> <PRE>`; it is whole when its row holds its `</s>`."""
+    out = Path(shard_dir)
+    manifest = read_manifest(out)
+    ids = manifest["tokenizer"]["special_ids"]
+    found = cut = 0
+    for s in manifest["shards"]:
+        with pa.memory_map(str(out / s["file"])) as source:
+            table = pa.ipc.open_stream(source).read_all()
+        for row, starts, n in zip(table.column("input_ids").to_numpy(zero_copy_only=False),
+                                  table.column("doc_starts").to_pylist(),
+                                  table.column("num_tokens").to_pylist()):
+            for start, end in zip(starts, [*starts[1:], n]):
+                if start + 1 < n and row[start + 1] == ids["pre"]:
+                    found += 1
+                    cut += int(row[end - 1] != ids["eos"])
+    return found, cut
+
+
 def count_rows(path: Path) -> tuple[int, pa.Schema]:
     with pa.memory_map(str(path)) as source:
         reader = pa.ipc.open_stream(source)

@@ -32,6 +32,7 @@ from codemill.tokenize.shard_format import (  # noqa: F401
     MANIFEST,
     TOKENIZER_FILE,
     ShardError,
+    fim_layout,
     instruction_schema,
     read_manifest,
     sequence_schema,
@@ -254,6 +255,10 @@ def inspect_shards(shard_dir: str | os.PathLike, sample: int = 0) -> str:
         f"{counts['docs_long']:,} longer than a context, {counts.get('docs_cut', 0):,} cut across "
         f"rows, {counts['docs_empty']:,} empty skipped",
     ]
+    fim_docs, fim_cut = fim_layout(out)
+    lines.append(f"  layout: {fim_docs:,} FIM documents in the rows, {fim_cut:,} of them cut across a "
+                 f"row boundary; {counts['pad_tokens'] / max(counts['sequences'] * m['seq_len'], 1):.2%} "
+                 "padding")
     lines += _mix_lines(m["mix"])
     problems = verify_shards(out)
     lines.append("checksums: OK" if not problems else f"checksums: {len(problems)} problem(s)")

@@ -17,7 +17,7 @@ from codemill.pipelines.tables import table_digest
 from codemill.pipelines.task import stage_task
 from codemill.stats import StageStats
 from codemill.storage.folder import Folder
-from codemill.tokenize.shards import read_manifest, verify_shards
+from codemill.tokenize.shards import fim_layout, read_manifest, verify_shards
 
 from support import attempts, free_port, listening, output_dir, run_dag, wait_for, write_config
 
@@ -58,6 +58,8 @@ def test_shards_of_both_mixes(finished_run):
         assert len(ds) == first["rows"] and len(ds[0]["input_ids"]) == 512
         counts = manifest["counts"]
         assert counts["docs_psm"] + counts["docs_spm"] > 0
+        # every FIM document lies within one row
+        assert fim_layout(shard_dir) == (counts["docs_psm"] + counts["docs_spm"], 0)
     python_plan = read_manifest(output_dir(stage_task("shards", finished_run, item="python")))
     assert set(python_plan["mix"]["epochs"]) == {"python", "code", "nl_code", "nl"}
 

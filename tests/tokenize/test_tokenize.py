@@ -29,6 +29,7 @@ from codemill.tokenize.shards import (
     MANIFEST,
     ShardError,
     ShardWriter,
+    fim_layout,
     inspect_shards,
     read_manifest,
     verify_shards,
@@ -445,6 +446,21 @@ def test_shards_manifest_and_checksums(shard_dir, tok):
     assert m["mix"]["realised"] == {"stdlib": 1.0}
     assert verify_shards(shard_dir) == []
     assert load_tokenizer(shard_dir / "tokenizer.model").sha256 == tok.sha256
+
+
+def test_fim_layout_finds_every_fim_document_and_any_cut_one(shard_dir, tok, tmp_path):
+    counts = read_manifest(shard_dir)["counts"]
+    assert fim_layout(shard_dir) == (counts["docs_psm"] + counts["docs_spm"], 0) != (0, 0)
+    # A FIM document packed without being kept whole straddles the boundary: the checker sees it.
+    fim_doc = np.array([tok.pre_id, 5, 6, tok.suf_id, 7, tok.mid_id, 8, tok.eot_id], dtype=np.int32)
+    packer = SequencePacker(8, tok.bos_id, tok.eos_id, tok.eos_id)
+    out = tmp_path / "cut"
+    with ShardWriter(out, 8, rows_per_batch=4, batches_per_shard=4) as writer:
+        for rows in (packer.add([np.array([9, 9], dtype=np.int32), fim_doc]), packer.finish()):
+            writer.write(rows)
+    write_manifest(out, tokenizer=tok, pack=PackConfig(seq_len=16), fim=FimConfig(), seed=0,
+                   shards=writer.shards, stats=packer.stats, mix={})
+    assert fim_layout(out) == (1, 1)
 
 
 def test_corrupted_or_stray_shards_are_detected(shard_dir):
