@@ -131,12 +131,12 @@ class SequencePacker:
         if not docs:
             return None
         lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs)) + 2
-        long = lengths > self.seq_len
         if self.best_fit:
             return self._add_best_fit(docs, lengths)
         n_tail = len(self._tail)
-        whole = np.ones(len(docs), dtype=bool) if self.whole else (
-            np.zeros(len(docs), dtype=bool) if whole is None else np.asarray(whole, dtype=bool))
+        if self.whole or whole is None:
+            whole = np.full(len(docs), self.whole)
+        whole = np.asarray(whole, dtype=bool)
         if whole.any():
             starts, pads = self._place(lengths, n_tail, whole)
             ends = starts + lengths
@@ -144,7 +144,7 @@ class SequencePacker:
             ends = np.cumsum(lengths)
             starts = ends - lengths
             pads = np.empty(0, dtype=np.int64)
-        self.stats.docs_long += int(np.count_nonzero(long))
+        self.stats.docs_long += int(np.count_nonzero(lengths > self.seq_len))
         first_row, last_row = (starts + n_tail) // self.seq_len, (ends - 1 + n_tail) // self.seq_len
         self.stats.docs_cut += int(np.count_nonzero(first_row != last_row))
         stream = np.empty(n_tail + int(ends[-1]), dtype=np.int32)
