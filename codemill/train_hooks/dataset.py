@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from codemill.train_hooks.shards import Chunk, ShardReader, open_shard_dirs
 
-STATE_VERSION = "codemill-loader/1"
+STATE_VERSION = "codemill-loader/2"
 IGNORE = -100  # the label torch's cross_entropy skips by default
 _BLOCK = 128  # units of micro-batches whose sample indices are computed in one call
 _MESSAGE_BYTES = 1 << 20  # about this many token bytes per worker -> trainer message
@@ -269,6 +269,7 @@ class ShardDataset(IterableDataset):
             "version": STATE_VERSION,
             "seed": seed,
             "sources": {r.name: r.identity() for r in self.readers},
+            "order": list(self.names),  # the stream depends on it; the dicts are sorted
             "weight_units": dict(zip(self.names, self.index.mixture.units)),
             "long_context": long_context,
             "answers_only": answers_only,

@@ -292,6 +292,9 @@ def test_loud_errors_on_mismatched_shards_and_state(shards, tmp_path):
     state = ShardDataset([code], seed=0).state_dict()
     with pytest.raises(LoaderStateError, match="seed"):
         ShardDataset([code], seed=1).load_state_dict(state)
+    both = ShardDataset([code, shards["other"]], weights=[1, 1]).state_dict()
+    with pytest.raises(LoaderStateError, match="order"):  # the same sources, another stream
+        ShardDataset([shards["other"], code], weights=[1, 1]).load_state_dict(both)
     changed = tmp_path / "changed" / "code"  # same name, other content
     shutil.copytree(code, changed)
     manifest = json.loads((changed / "manifest.json").read_text())
