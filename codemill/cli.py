@@ -193,6 +193,16 @@ def cmd_jvm_archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_resume_argument(parser: argparse.ArgumentParser) -> None:
+    """`--resume` (True: the checkpoint must exist) or `--resume=auto` ("auto": use it if it
+    does), for `codemill train` and the torchrun entry point alike."""
+    parser.add_argument(
+        "--resume", nargs="?", const=True, default=False, choices=[True, "auto"], metavar="auto",
+        type=lambda value: "auto" if value == "auto" else value,
+        help="continue from OUT/checkpoint.pt (an error without one); --resume=auto: continue "
+             "if there is one, else start at step 0")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codemill",
@@ -256,7 +266,7 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--run", default="codemill-out", help="with --mix: a `codemill run` output root")
     tr.add_argument("--mix", action="append", help="train on this mix of --run (repeatable)")
     tr.add_argument("--out", required=True, help="output directory")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    add_resume_argument(tr)
     _add_set(tr, "lr=1e-4")
     tr.set_defaults(func=cmd_train)
 

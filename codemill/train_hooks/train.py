@@ -27,11 +27,12 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -199,6 +200,15 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, cuda: bool) -> torch.op
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=cuda)
 
 
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); remove it to start "
+                          "over, or restore a copy") from None
+
+
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
     now = dataclasses.asdict(cfg)
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
@@ -213,9 +223,11 @@ def train(
     cfg: TrainConfig,
     shard_dirs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
 ) -> dict[str, Any]:
-    """Train; returns a summary (losses of this run, throughput, paths written)."""
+    """Train; returns a summary (losses of this run, throughput, paths written).
+    `resume`: True continues from OUT/checkpoint.pt and fails without one; "auto"
+    continues from it when it exists, else starts at step 0."""
     out = Path(out_dir)
     name = cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     env = _init_distributed(name.split(":")[0])
@@ -291,11 +303,10 @@ def _train(
     accum = cfg.global_batch_size // per_round
     data = _dataset(cfg, shard_dirs, env)
     ckpt_path = out / CHECKPOINT
-    ckpt = (
-        torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if resume and ckpt_path.exists()
-        else None
-    )
+    if resume is True and not ckpt_path.exists():
+        raise ConfigError(f"--resume: there is no checkpoint at {ckpt_path} (to start at step 0 "
+                          "when there is none, use --resume=auto)")
+    ckpt = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     model_cfg = dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or data.vocab_size)
     init = None
     if ckpt is not None:
@@ -504,6 +515,8 @@ def _plot_loss(metrics: Path, png: Path) -> Path | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m codemill.train_hooks.train` (e.g. under torchrun)."""
+    from codemill.cli import add_resume_argument
+
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -512,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--out", required=True, help="output directory (checkpoint, metrics, loss curve)"
     )
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    add_resume_argument(ap)
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
     )

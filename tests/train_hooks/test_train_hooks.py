@@ -542,3 +542,15 @@ def test_ddp_under_torchrun_matches_one_process(shards, tmp_path):
         json.loads(x)["loss"] for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     ]
     np.testing.assert_allclose(two, single["losses"], rtol=1e-5)
+
+
+def test_resume_needs_a_checkpoint_unless_auto_and_a_broken_one_is_named(shards, tmp_path):
+    dirs = [shards["code"]]
+    cfg = dataclasses.replace(_tiny(), steps_per_run=1)
+    with pytest.raises(ConfigError, match=r"no checkpoint at .*checkpoint\.pt.*--resume=auto"):
+        train(cfg, dirs, tmp_path / "run", resume=True)
+    assert len(train(cfg, dirs, tmp_path / "run", resume="auto")["losses"]) == 1  # fresh start
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a copy cut short
+    with pytest.raises(ConfigError, match=r"checkpoint\.pt: not a readable checkpoint"):
+        train(cfg, dirs, tmp_path / "run", resume="auto")
