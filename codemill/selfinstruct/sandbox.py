@@ -810,6 +810,7 @@ def _zygote(st: _WorkerState, requests: socket.socket) -> None:
         msg, fds = socket.recv_fds(requests, 4096, 8)[:2]
         if not msg:  # the worker is done
             return
+        fds = [_high(fd) for fd in fds]  # clear of the numbers the candidate dup2s onto
         if msg[:1] == b"F":
             try:
                 reply = _fork_candidate(st, msg[1:].decode(), tuple(fds))
