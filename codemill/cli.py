@@ -147,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     shards = list(args.shards) + [_shards_of_run(args.run, m) for m in args.mix or []]
     if not shards:
         raise ConfigError("give shard directories, or --run DIR --mix NAME")
-    cfg = load_train_config(args.config, args.set or [])
+    cfg = load_train_config(args.config, train_overrides(args))
     summary = train(cfg, shards, args.out, args.resume)
     print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=2))
     return 0
@@ -193,14 +193,22 @@ def cmd_jvm_archive(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_resume_argument(parser: argparse.ArgumentParser) -> None:
-    """`--resume` (True: the checkpoint must exist) or `--resume=auto` ("auto": use it if it
-    does), for `codemill train` and the torchrun entry point alike."""
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """For `codemill train` and the torchrun entry point alike: `--resume` (True: the
+    checkpoint must exist) or `--resume=auto` ("auto": use it if it does), and
+    `--no-verify` (read with `train_overrides`)."""
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip checking the shard files against their manifests' sha256")
     parser.add_argument(
         "--resume", nargs="?", const=True, default=False, choices=[True, "auto"], metavar="auto",
         type=lambda value: "auto" if value == "auto" else value,
         help="continue from OUT/checkpoint.pt (an error without one); --resume=auto: continue "
              "if there is one, else start at step 0")
+
+
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """The --set overrides, with --no-verify's."""
+    return [*(args.set or []), *(["verify_shards=false"] if args.no_verify else [])]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -266,7 +274,7 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--run", default="codemill-out", help="with --mix: a `codemill run` output root")
     tr.add_argument("--mix", action="append", help="train on this mix of --run (repeatable)")
     tr.add_argument("--out", required=True, help="output directory")
-    add_resume_argument(tr)
+    add_train_flags(tr)
     _add_set(tr, "lr=1e-4")
     tr.set_defaults(func=cmd_train)
 

@@ -72,9 +72,11 @@ def read_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
+def verify_shards(shard_dir: str | os.PathLike, digests: dict[str, str] | None = None) -> list[str]:
     """Every problem found: checksums, sizes, row counts, schema, stray files. [] = sound.
-    A remote directory is checked in its local cache (codemill.storage.cache)."""
+    A remote directory is checked in its local cache (codemill.storage.cache).
+    `digests`: sha256 of files hashed before, by path, size and modification time; it is
+    read and extended, so a caller that keeps it does not hash unchanged files again."""
     from codemill.storage.cache import cached_shard_dir
 
     try:
@@ -82,12 +84,21 @@ def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
         manifest = read_manifest(out)
     except (ShardError, StorageError) as exc:
         return [str(exc)]
+    def sha256_of(path: Path) -> str:
+        if digests is None:
+            return file_sha256(path)
+        stat = path.stat()
+        key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if key not in digests:
+            digests[key] = file_sha256(path)
+        return digests[key]
+
     problems = []
     tok = manifest["tokenizer"]
     model = out / tok["file"]
     if not model.exists():
         problems.append(f"{model}: missing")
-    elif file_sha256(model) != tok["sha256"]:
+    elif sha256_of(model) != tok["sha256"]:
         problems.append(f"{model}: sha256 differs from the manifest")
     schema = sequence_schema(manifest["seq_len"])
     listed = set()
@@ -99,7 +110,7 @@ def verify_shards(shard_dir: str | os.PathLike) -> list[str]:
             continue
         if path.stat().st_size != s["bytes"]:
             problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {s['bytes']}")
-        if file_sha256(path) != s["sha256"]:
+        if sha256_of(path) != s["sha256"]:
             problems.append(f"{path}: sha256 differs from the manifest")
             continue
         try:

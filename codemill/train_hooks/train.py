@@ -40,14 +40,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from codemill.config.loader import Section, invalid, load, parse_override, read_toml, setting
 from codemill.errors import ConfigError
+from codemill.storage import display, to_uri
+from codemill.storage.cache import cached_shard_dir
 from codemill.storage.local import atomic_path
 from codemill.storage.uri import is_local
+from codemill.tokenize.shard_format import verify_shards
 from codemill.train_hooks.dataset import IGNORE, ShardDataset, ShardLoader
 from codemill.train_hooks.model import ModelConfig, Transformer, loss_sum
 from codemill.train_hooks.shards import source_name
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+VERIFIED = "verified-shards.json"  # digests of the shard files checked (see _verify)
 LOSS_CURVE = "loss.png"
 # Dense bf16 peak FLOP/s by device name, for MFU (spec sheets, without sparsity).
 PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}
@@ -59,6 +63,7 @@ RESUMABLE_CHANGES = {
     "num_workers",
     "micro_batch_size",
     "cache_dir",
+    "verify_shards",
 }
 
 
@@ -91,6 +96,9 @@ class TrainConfig(Section):
     device: str = setting("auto", nonempty=True)  # auto: this rank's GPU if any, else cpu
     # local copies of s3://, gs://, hdfs:// shard directories; "": $CODEMILL_CACHE or ~/.cache/codemill/shards
     cache_dir: str = setting("", path=True)
+    # check every shard file against its manifest's sha256 before training (a file unchanged
+    # since the last check, by size and modification time, is not hashed again)
+    verify_shards: bool = True
 
     def check(self) -> None:
         for name, weight in self.weights.items():
@@ -241,6 +249,21 @@ def train(
             dist.destroy_process_group()
 
 
+def _verify(shard_dirs: Sequence[str | os.PathLike], cache_dir: Path | None, out: Path) -> None:
+    """Every shard file against its manifest, before any training; the digests of files
+    already checked are kept in OUT/verified-shards.json."""
+    record = out / VERIFIED
+    digests = json.loads(record.read_text()) if record.exists() else {}
+    for shard_dir in shard_dirs:
+        if problems := verify_shards(cached_shard_dir(shard_dir, cache_dir), digests):
+            raise ConfigError(f"{display(to_uri(shard_dir))}: the shards do not match their manifest: "
+                              + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else "")
+                              + " (to train on them anyway: --no-verify)")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(record) as tmp:
+        tmp.write_text(json.dumps(digests, indent=1, sort_keys=True))
+
+
 def _dataset(cfg: TrainConfig, shard_dirs: Sequence[str | os.PathLike], env: _Dist) -> ShardDataset:
     names = [source_name(d) for d in shard_dirs]
     if unknown := set(cfg.weights) - set(names):
@@ -301,6 +324,8 @@ def _train(
             f"{cfg.micro_batch_size} × world size {env.world}"
         )
     accum = cfg.global_batch_size // per_round
+    if cfg.verify_shards:
+        _verify(shard_dirs, Path(cfg.cache_dir) if cfg.cache_dir else None, out)
     data = _dataset(cfg, shard_dirs, env)
     ckpt_path = out / CHECKPOINT
     if resume is True and not ckpt_path.exists():
@@ -515,7 +540,7 @@ def _plot_loss(metrics: Path, png: Path) -> Path | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m codemill.train_hooks.train` (e.g. under torchrun)."""
-    from codemill.cli import add_resume_argument
+    from codemill.cli import add_train_flags, train_overrides
 
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -525,12 +550,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--out", required=True, help="output directory (checkpoint, metrics, loss curve)"
     )
-    add_resume_argument(ap)
+    add_train_flags(ap)
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
     )
     args = ap.parse_args(argv)
-    summary = train(load_train_config(args.config, args.set), args.shards, args.out, args.resume)
+    summary = train(load_train_config(args.config, train_overrides(args)), args.shards, args.out, args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=2))
     return 0
