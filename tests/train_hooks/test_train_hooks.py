@@ -554,3 +554,19 @@ def test_resume_needs_a_checkpoint_unless_auto_and_a_broken_one_is_named(shards,
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a copy cut short
     with pytest.raises(ConfigError, match=r"checkpoint\.pt: not a readable checkpoint"):
         train(cfg, dirs, tmp_path / "run", resume="auto")
+
+
+def test_shards_are_verified_before_training_and_once_per_unchanged_file(shards, tmp_path):
+    flipped = tmp_path / "code"
+    shutil.copytree(shards["code"], flipped)
+    cfg = dataclasses.replace(_tiny(), steps_per_run=1)
+    assert len(train(cfg, [flipped], tmp_path / "run")["losses"]) == 1
+    digests = json.loads((tmp_path / "run" / "verified-shards.json").read_text())
+    assert any("shard-00000.arrow" in key for key in digests)  # a restart hashes nothing again
+    victim = flipped / "shard-00000.arrow"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: the modification time tells it changed
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=r"shard-00000\.arrow: sha256 differs.*--no-verify"):
+        train(cfg, [flipped], tmp_path / "run")  # the kept digest is of the file before
+    assert len(train(dataclasses.replace(cfg, verify_shards=False), [flipped], tmp_path / "run3")["losses"]) == 1
