@@ -217,14 +217,10 @@ def without_docstrings(code: str) -> str | None:
                 spans.append((first.lineno, first.col_offset, first.end_lineno, first.end_col_offset))
     if not spans:
         return None
-    lines = code.splitlines(keepends=True)
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
     # ast offsets are UTF-8 byte columns: cut on the encoded text.
     data = code.encode()
     byte_starts = [0]
-    for line in lines:
+    for line in code.splitlines(keepends=True):
         byte_starts.append(byte_starts[-1] + len(line.encode()))
     for line, col, end_line, end_col in sorted(spans, reverse=True):
         data = data[: byte_starts[line - 1] + col] + data[byte_starts[end_line - 1] + end_col :]
@@ -403,7 +399,8 @@ def leak_batches(batches: Iterator[pa.RecordBatch], index_value: Any, cfg: Decon
         for chunk in byte_chunks(batch, "content"):
             # Each document's content, then the code embedded in it: their n-grams and anchors
             # are pooled per document.
-            searched = [[t or "", *embedded_code(t or "")] for t in chunk.column("content").to_pylist()]
+            contents = [t or "" for t in chunk.column("content").to_pylist()]
+            searched = [[t, *embedded_code(t)] for t in contents]
             flat = list(chain.from_iterable(searched))
             bounds = np.concatenate(([0], np.cumsum([len(texts) for texts in searched])))
             ngrams, n_off = ngram_hashes(flat, cfg.ngram)

@@ -234,8 +234,6 @@ def _reserve_uids(base: int, count: int) -> tuple[list[int], list[int]]:
     uids: list[int] = []
     locks: list[int] = []
     for uid in range(base, base + _UID_SPAN):
-        if len(uids) == count:
-            break
         fd = os.open(os.path.join(folder, str(uid)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -244,11 +242,11 @@ def _reserve_uids(base: int, count: int) -> tuple[list[int], list[int]]:
             continue
         uids.append(uid)
         locks.append(fd)
-    else:
-        for fd in locks:
-            os.close(fd)
-        raise SandboxUnavailable(f"no free sandbox uid in [{base}, {base + _UID_SPAN})")
-    return uids, locks
+        if len(uids) == count:
+            return uids, locks
+    for fd in locks:
+        os.close(fd)
+    raise SandboxUnavailable(f"no free sandbox uid in [{base}, {base + _UID_SPAN})")
 
 
 def _user_namespace_prefix() -> list[str]:
