@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from codemill.ingest.rows import ARROW_ROW_SCHEMA
@@ -95,6 +95,16 @@ def _tally(tally: Tally, batch: pa.RecordBatch) -> None:
         _count(tally, (source, reason), 1, size)
 
 
+def _runs(batch: pa.RecordBatch) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    """Consecutive runs of kept (True) or dropped rows, as slices: dropped documents are
+    few and scattered, and slicing around them copies no text, unlike a filter."""
+    dropped = np.asarray(batch.column("reason").is_valid())
+    edges = [0, *(np.flatnonzero(dropped[1:] != dropped[:-1]) + 1).tolist(), batch.num_rows]
+    for start, stop in zip(edges, edges[1:]):
+        if stop > start:
+            yield batch.slice(start, stop - start), not dropped[start]
+
+
 def write_part(batches: Iterable[pa.RecordBatch], docs: str, dropped: str, index: int,
                stage: str, compression: str) -> Tally:
     """Rows of the ingest row schema (`reason` null when kept) -> part `index` of the
@@ -105,15 +115,11 @@ def write_part(batches: Iterable[pa.RecordBatch], docs: str, dropped: str, index
     try:
         for batch in batches:
             _tally(tally, batch)
-            kept_rows = batch.column("reason").null_count
-            if kept_rows == batch.num_rows:  # no copy
-                writers[0].add(batch.select(DOC_COLUMNS))
-            elif kept_rows == 0:
-                writers[1].add(_dropped(batch, stage))
-            else:
-                kept = pc.is_null(batch.column("reason"))
-                writers[0].add(batch.filter(kept).select(DOC_COLUMNS))
-                writers[1].add(_dropped(batch.filter(pc.invert(kept)), stage))
+            for run, kept in _runs(batch):
+                if kept:
+                    writers[0].add(run.select(DOC_COLUMNS))
+                else:
+                    writers[1].add(_dropped(run, stage))
     except BaseException:
         for writer in writers:
             writer.abort()

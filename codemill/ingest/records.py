@@ -18,18 +18,20 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from codemill.arrow_batches import byte_slices
 from codemill.errors import InputError
 from codemill.ingest.languages import kind_of, lang_of_path, normalise_lang
 from codemill.ingest.rows import ARROW_ROW_SCHEMA, BATCH_BYTES, BATCH_ROWS, decode, make_row, to_batch, to_batches
-from codemill.ingest.splits import Piece, is_compressed, numbered_lines, range_lines
+from codemill.ingest.splits import NEWLINE, Piece, is_compressed, numbered_blocks, numbered_lines, range_blocks
 from codemill.schema import document_id
 from codemill.storage import display, name
 from codemill.storage.folder import Folder
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".json")
+OPEN_BRACE = ord("{")
 
 
 def _license_text(value: Any) -> str | None:
@@ -107,17 +109,18 @@ def facts_row(
     return make_row(**meta, raw_size=facts.size, lang=lang, sha256=facts.sha256)
 
 
-def _file_lines(path: str, data: bytes | None) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw line) of a whole file, decompressed if it is gzip; a damaged
-    gzip file is an InputError naming it and the last line read."""
+def _file_blocks(path: str, data: bytes | None) -> Iterator[tuple[int, memoryview]]:
+    """`numbered_blocks` of a whole file, decompressed if it is gzip; a damaged gzip file
+    is an InputError naming it and the last line read whole."""
     with open(path, "rb") if data is None else io.BytesIO(data) as raw:
         if not is_compressed(path):
-            yield from numbered_lines(raw)
+            yield from numbered_blocks(raw, rewind=True)
             return
         lineno = 0
         try:
-            for lineno, line in numbered_lines(gzip.GzipFile(fileobj=raw)):
-                yield lineno, line
+            for first, block in numbered_blocks(gzip.GzipFile(fileobj=raw)):
+                yield first, block
+                lineno = first + block.tobytes().count(b"\n") - 1
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise InputError(f"{path}: truncated or damaged gzip file after line {lineno} ({exc}); "
                              "replace the file or remove it from the source") from None
@@ -125,12 +128,13 @@ def _file_lines(path: str, data: bytes | None) -> Iterator[tuple[int, bytes]]:
 
 def first_record_fields(path: str) -> list[str]:
     """The fields of the first record of a local JSONL file (for messages)."""
-    for _, raw in _file_lines(path, None):
-        if raw := bytes(raw).strip():
-            try:
-                return sorted(_parse_object(raw.decode("utf-8", "replace")))
-            except ValueError:
-                return []
+    for _, block in _file_blocks(path, None):
+        for line in block.tobytes().split(b"\n"):
+            if raw := line.strip():
+                try:
+                    return sorted(_parse_object(raw.decode("utf-8", "replace")))
+                except ValueError:
+                    return []
     return []
 
 
@@ -190,7 +194,7 @@ def read_jsonl(
 ) -> Iterator[pa.RecordBatch]:
     """A JSONL file -> rows: from the local file `path`, or from `data` read elsewhere
     (then `path` only names it)."""
-    yield from to_batches(jsonl_rows(_file_lines(path, data), path, columns, source, invalid_utf8, malformed))
+    yield from jsonl_blocks_batches(_file_blocks(path, data), path, columns, source, invalid_utf8, malformed)
 
 
 def read_jsonl_pieces(
@@ -199,8 +203,62 @@ def read_jsonl_pieces(
     """The lines of planned pieces of local JSONL files (`codemill.ingest.splits`) -> rows,
     named and numbered as if the whole files were read."""
     for piece in pieces:
-        lines = _file_lines(piece.path, None) if piece.start == 0 and piece.end is None else range_lines(piece)
-        yield from to_batches(jsonl_rows(lines, piece.path, columns, source, invalid_utf8, malformed))
+        blocks = _file_blocks(piece.path, None) if piece.start == 0 and piece.end is None else range_blocks(piece)
+        yield from jsonl_blocks_batches(blocks, piece.path, columns, source, invalid_utf8, malformed)
+
+
+def jsonl_blocks_batches(
+    blocks: Iterator[tuple[int, memoryview]], path: str, columns: dict[str, str], source: str, invalid_utf8: str,
+    malformed: str,
+) -> Iterator[pa.RecordBatch]:
+    """Numbered blocks of whole JSONL lines of the file `path` -> rows. A block whose
+    every line is one record of plain fields is parsed by pyarrow and stays in Arrow;
+    any other block goes line by line through `jsonl_rows`, which judges and names each
+    line. Both give the same rows."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    for first_line, block in blocks:
+        records = plain_records(block, columns)
+        if records is None:
+            lines = numbered_lines(io.BytesIO(block), first_line)
+            yield from to_batches(jsonl_rows(lines, path, columns, source, invalid_utf8, malformed))
+            continue
+        for batch in records.to_batches(max_chunksize=BATCH_ROWS):
+            yield from records_batches(batch, first_line, path, name, columns, source)
+            first_line += batch.num_rows
+
+
+def plain_records(block: memoryview, columns: dict[str, str]) -> pa.Table | None:
+    """The records of a block of JSONL lines read by pyarrow, one row per line, when every
+    line is a JSON object and the mapped fields hold plain types (text content; see
+    `_plain_type`); else None. pyarrow would read some lines the line-by-line reader
+    judges otherwise (blank lines, two objects on one line, a \\r inside a line, invalid
+    UTF-8, duplicate keys), so such blocks are refused before or after parsing."""
+    data = np.frombuffer(block, np.uint8)
+    if not len(data) or data[0] != OPEN_BRACE or len(data) >= 1 << 31:
+        return None
+    line_starts = np.flatnonzero(data == NEWLINE) + 1
+    line_starts = line_starts[line_starts < len(data)]
+    if not (data[line_starts] == OPEN_BRACE).all():
+        return None
+    lines = len(line_starts) + 1
+    if data.max() >= 0x80:
+        try:
+            str(block, "utf-8")  # pyarrow's JSON reader does not check it
+        except UnicodeDecodeError:
+            return None
+    text_fields = dict.fromkeys(columns[c] for c in ("content", "path", "lang", "repo"))
+    options = pj.ParseOptions(explicit_schema=pa.schema([(f, pa.string()) for f in text_fields]),
+                              unexpected_field_behavior="infer")  # no timestamps guessed from text
+    try:
+        table = pj.read_json(pa.py_buffer(block), parse_options=options,
+                             read_options=pj.ReadOptions(use_threads=False, block_size=len(data)))
+    except pa.ArrowInvalid:
+        return None
+    schema = table.schema
+    if table.num_rows != lines or not all(_plain_type(ours, schema.field(theirs).type)
+                                          for ours, theirs in columns.items() if theirs in schema.names):
+        return None
+    return table
 
 
 def record_columns(batch: pa.RecordBatch, columns: dict[str, str]) -> pa.RecordBatch:
@@ -220,6 +278,7 @@ def _batch_rows(batch: pa.RecordBatch, first_row: int, where: str, default_name:
 
 _ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.isspace accepts below 128
 _UNTELLING = _ASCII_SPACE + bytes(range(128, 256))
+_UNTELLING_BYTES = np.frombuffer(_UNTELLING, np.uint8)
 _CONTENT = ARROW_ROW_SCHEMA.get_field_index("content")
 
 
@@ -237,10 +296,22 @@ def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
 
 
+def _plain_type(ours: str, t: pa.DataType) -> bool:
+    """Whether a column's type gives, as they are, the values `facts_row` would make of
+    it: text content; text (or null) for the other fields, whole-number stars, licenses
+    as text or lists of text."""
+    if ours == "content":
+        return pa.types.is_string(t) or pa.types.is_large_string(t)
+    if ours == "stars" and pa.types.is_integer(t):
+        return True
+    if ours == "license" and pa.types.is_list(t) and _is_text(t.value_type):
+        return True
+    return _is_text(t)
+
+
 def _plain_fields(batch: pa.RecordBatch, columns: dict[str, str]) -> dict[str, list[Any]] | None:
     """The records' other fields as Python lists (None for an absent column) when their
-    types give the values `facts_row` would make of them as they are: text (or null)
-    columns, whole-number stars, licenses as text or lists of text. Else None."""
+    types are plain (`_plain_type`); else None."""
     fields: dict[str, list[Any]] = {}
     n = batch.num_rows
     for ours in ("path", "lang", "repo", "license", "stars"):
@@ -249,31 +320,35 @@ def _plain_fields(batch: pa.RecordBatch, columns: dict[str, str]) -> dict[str, l
             fields[ours] = [None] * n
             continue
         column = batch.column(theirs)
-        t = column.type
-        if ours == "stars" and (pa.types.is_integer(t) or pa.types.is_null(t)):
-            fields[ours] = column.to_pylist()
-        elif ours == "license" and pa.types.is_list(t) and _is_text(t.value_type):
+        if not _plain_type(ours, column.type):
+            return None
+        if pa.types.is_list(column.type):
             if pc.list_flatten(column).null_count:
                 return None  # a null inside a list is written "None"
-            joined = pc.binary_join(column, ",").to_pylist()
-            fields[ours] = [v or None for v in joined]
-        elif _is_text(t):
-            fields[ours] = column.to_pylist()
+            fields[ours] = [v or None for v in pc.binary_join(column, ",").to_pylist()]
         else:
-            return None
+            fields[ours] = column.to_pylist()
     return fields
 
 
 def _content_facts(content: pa.Array) -> list[ContentFacts | None]:
     """What rows need to know of each text of a string array, measured and hashed where it
     lies (None: a null text)."""
-    offsets = np.frombuffer(content.buffers()[1], np.int32, len(content) + 1, content.offset * 4).tolist()
-    data = memoryview(content.buffers()[2] or b"")
+    bounds = np.frombuffer(content.buffers()[1], np.int32, len(content) + 1, content.offset * 4)
+    buffer = content.buffers()[2] or b""
+    data = memoryview(buffer)
+    # A text that begins with an ASCII character other than whitespace is not blank:
+    # most are told by their first byte, without a Python call each.
+    starts = bounds[:-1]
+    nonempty = bounds[1:] > starts
+    not_blank = np.zeros(len(content), bool)
+    not_blank[nonempty] = ~np.isin(np.frombuffer(buffer, np.uint8)[starts[nonempty]], _UNTELLING_BYTES)
     present = content.is_valid().to_pylist() if content.null_count else [True] * len(content)
     facts: list[ContentFacts | None] = []
-    for i, here in enumerate(present):
-        text = data[offsets[i]:offsets[i + 1]]
-        facts.append(ContentFacts(text.nbytes, hashlib.sha256(text).hexdigest(), _blank(text)) if here else None)
+    for here, start, end, told in zip(present, starts.tolist(), bounds[1:].tolist(), not_blank.tolist()):
+        text = data[start:end]
+        facts.append(ContentFacts(end - start, hashlib.sha256(text).hexdigest(), not told and _blank(text))
+                     if here else None)
     return facts
 
 

@@ -4,7 +4,9 @@ each, Parquet by row groups. Split reading must give what reading each file whol
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,8 +19,9 @@ from codemill.ingest.records import read_jsonl, read_jsonl_pieces
 from codemill.ingest.splits import (
     count_newlines,
     file_pieces,
+    numbered_blocks,
     plan_jsonl,
-    range_lines,
+    range_blocks,
     split_size,
     with_line_offsets,
 )
@@ -56,11 +59,15 @@ def _pieces(path, split):
     return with_line_offsets(pieces, counts)
 
 
+@pytest.mark.parametrize("block", [1, 10, 1 << 20])
 @pytest.mark.parametrize("split", [1, 7, 64, 1000, 10**9])
-def test_ranges_read_every_line_once_with_its_true_number(messy_jsonl, split):
+def test_ranges_read_every_line_once_with_its_true_number(messy_jsonl, split, block):
     pieces = _pieces(messy_jsonl, split)
     assert len(pieces) == (1 if split == 10**9 else -(-messy_jsonl.stat().st_size // split))
-    read = [line for piece in pieces for line in range_lines(piece)]
+    blocks = [b for piece in pieces for b in range_blocks(piece, block)]
+    assert all(data.tobytes().endswith(b"\n") for _, data in blocks[:-1])  # whole lines only
+    read = [line for first, data in blocks
+            for line in enumerate(re.findall(rb"[^\n]*\n|[^\n]+$", data.tobytes()), first)]
     with open(messy_jsonl, "rb") as f:
         assert read == list(enumerate(f, start=1))
 
@@ -161,3 +168,13 @@ def test_parquet_row_groups_read_like_spark_reads_them(spark, tmp_path):
     assert dropped["gone.py"]["detail"] == f"{tmp_path / 'part-1.parquet'}:5"
     by_spark = _remote_parquet_rows(spark, src, {**DEFAULT_COLUMNS}).where("reason is null").collect()
     assert {r["id"] for r in by_spark} == {r["id"] for r in kept.values()}
+
+
+@pytest.mark.parametrize("rewind", [False, True])
+@pytest.mark.parametrize("size", [1, 5, 64, 1 << 20])
+def test_blocks_hold_whole_lines_and_number_them_whether_the_stream_rewinds_or_not(messy_jsonl, size, rewind):
+    data = messy_jsonl.read_bytes()
+    blocks = [(n, b.tobytes()) for n, b in numbered_blocks(io.BytesIO(data), size=size, rewind=rewind)]
+    assert b"".join(b for _, b in blocks) == data
+    assert all(b.endswith(b"\n") for _, b in blocks[:-1])
+    assert [n for n, _ in blocks] == [1 + sum(b.count(b"\n") for _, b in blocks[:i]) for i in range(len(blocks))]
