@@ -157,6 +157,11 @@ class SandboxConfig(Section):
     # Sandbox reserves its own (a lock file per uid), so concurrent ones never share
     uid_base: int = setting(1_500_000_000, ge=1000, lt=1 << 32)
     allow_weaker_isolation: bool = False
+    # "own": the tests run in a process of their own that no candidate code reaches, so a
+    # pass cannot be forged from inside the solution (two processes per candidate);
+    # "shared": in the solution's process, at about twice the rate, for candidates that do
+    # not set out to forge one (the sandbox module's docstring says what that allows)
+    tests_process: Literal["own", "shared"] = "own"
 
 
 @dataclass

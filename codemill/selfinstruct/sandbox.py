@@ -15,20 +15,23 @@ Unix socket files, pseudo-terminals) is gone.
 
 Then the worker forks a *zygote* and only then starts taking jobs: the zygote
 never receives a job or a result, so its memory holds nothing of any
-candidate. Per candidate the worker makes a scratch directory, writes the job
-into a pipe and passes the candidate's pipes to the zygote, which unshares
-fresh PID, network (loopback down: no network at all) and IPC namespaces and
-forks the candidate as PID 1 of them. Before any candidate code runs, the
-child reads its job; starts its own session; takes stdin from /dev/null and
-stdout/stderr on pipes the worker drains (keeping a capped tail); joins the
-cgroups; sets rlimits (CPU seconds, address space, processes, file size, open
-files, no core dumps); closes every other fd; enters its scratch directory
-(removed afterwards; if that fails, say for a tree too deep to walk, the
-scratch tmpfs is replaced whole); drops to the worker's own unprivileged
-uid/gid with no groups; sets no_new_privs (setuid binaries grant nothing);
-and installs a seccomp filter that refuses new user namespaces, ptrace,
-keyrings, BPF, perf events and userfaultfd. Forking a warm interpreter
-instead of starting Python is what makes this fast.
+candidate. Per candidate the worker makes a scratch directory, writes the
+solution and the tests into two pipes and passes the candidate's pipes to the
+zygote, which unshares fresh PID, network (loopback down: no network at all)
+and IPC namespaces and forks the candidate's first process as PID 1 of them.
+That process starts its own session, joins the cgroups and forks the
+*solution's process*; it then reads the tests and becomes the *tests'
+process*, while the solution's process reads only the solution. Each locks
+itself down before any job code runs: stdin from /dev/null, stdout/stderr on
+pipes the worker drains (keeping a capped tail); rlimits (CPU seconds, address
+space, processes, file size, open files, no core dumps); every other fd
+closed; its scratch directory (removed afterwards; if that fails, say for a
+tree too deep to walk, the scratch tmpfs is replaced whole); the worker's own
+unprivileged uid/gid with no groups; not dumpable (its memory is closed to
+/proc/pid/mem); no_new_privs (setuid binaries grant nothing); and a seccomp
+filter that refuses new user namespaces, ptrace, keyrings, BPF, perf events
+and userfaultfd. Forking a warm interpreter instead of starting Python is
+what makes this fast.
 
 The worker kills the candidate at the wall-clock timeout; as PID 1 its death
 makes the kernel kill everything it started, even processes that left its
@@ -48,32 +51,48 @@ files beyond system libraries and the interpreter, no view of other
 processes, no signals or ptrace outside its namespace, no caller secrets
 (environment scrubbed), nothing of earlier candidates in memory, bounded CPU
 share, memory, processes, files and output, and nothing survives the
-candidate. The
-only process that reports to the caller is the worker, which never executes
-candidate code and whose pipes the candidate does not hold, so a candidate
-can never touch another candidate's verdict or the caller.
+candidate. The only process that reports to the caller is the worker, which
+never executes candidate code and whose pipes the candidate does not hold,
+so a candidate can never touch another candidate's verdict or the caller.
 
-A candidate's own verdict: "passed" needs, on a private pipe (fd 4), a ready
-byte written by the harness before candidate code runs, then a 16-byte random
-nonce the harness reads from another pipe (fd 3) only after `exec(solution)`
-and `exec(tests)` returned normally, then exit status 0, all before the
-timeout. The worker keeps only the nonce's SHA-256 (the nonce is never a
-Python object in the candidate's memory), and the harness binds everything it
-uses afterwards to locals before candidate code runs. So `sys.exit` or
-`os._exit` anywhere, `SystemExit` or any other exception, printing "passed"
-or anything else, rebinding builtins (`AssertionError`, `exec`,
-`BaseException`) or `os`/`sys` functions, re-invoking the harness (it fails
-once privileges are dropped), or writing guesses to any fd: none yields a pass.
+A candidate's own verdict is decided where its code never runs. The tests
+run in the tests' process; each name the solution defines becomes a stand-in
+there that sends its arguments to the solution's process and returns the
+answer. Arguments, answers and exceptions cross as plain data only (JSON of
+exact builtin types: None, bool, int, float, complex, str, bytes, list,
+tuple, set, frozenset, dict; exceptions by builtin class name and message),
+decoded into fresh objects in the tests' process, so no object of the
+solution's making (one that compares equal to everything, say) reaches a
+test. "passed" needs, on a private pipe (fd 4 of the tests' process), a
+ready byte written once both processes are locked down, then a 16-byte
+random nonce the tests' process reads from another pipe (fd 3) only after
+the tests returned normally, then its exit status 0, all before the
+timeout. The worker keeps only the nonce's SHA-256. The solution's process
+never holds the tests, the nonce or the channel, and cannot read the tests'
+process's memory (not dumpable, no ptrace): calling `sys.exit` or
+`os._exit`, raising anything, rebinding builtins, skipping asserts with a
+trace function, walking frames or the garbage collector for the tests or
+the nonce, re-entering the harness, or writing guesses to any fd cannot
+yield a pass. What is left to a solution is to be a function: its answers
+to the tests' calls.
 
-What no same-process harness can exclude, and this one does not claim to:
-code that deliberately reimplements the harness (reads the nonce from fd 3
-and writes it to fd 4), skips asserts with a trace function, or returns
-objects that compare equal to everything. Whatever the harness does after the
-tests, code controlling that process can do first; only evaluating the tests
-in a process that never runs candidate code (results crossing as plain data)
-would close this, at the cost of supporting arbitrary test code. Our
-candidates are model-written solutions, not attacks on codemill, and such code
-can still only forge its own verdict, never escape.
+With `tests_process = "shared"` the tests run in the solution's process, at
+about twice the rate (one fork per candidate instead of two). The harness
+then binds what it uses after the tests to locals before candidate code runs,
+so exits, exceptions, printing or rebinding builtins still cannot pass; but
+code written to forge a pass can (read the nonce from fd 3 and write it to
+fd 4, walk the frames for the tests and answer from them, skip asserts with
+a trace function, return an object equal to everything), as in any harness
+that runs tests in the candidate's process. It still cannot touch another
+candidate or the host.
+
+What the tests' own process costs: tests use the solution through its functions (and classes
+called as functions), its plain-valued globals as read once it has loaded,
+and the modules it imported (imported again by name in the tests' process);
+what a call returns must be plain data (not an instance of a class of its
+own, a generator or a function); functions cannot be passed as arguments;
+and a test does not see an argument the solution changed in place.
+HumanEval's tests and assert-style unit tests of functions stay within this.
 
 Without root (no CAP_SYS_ADMIN), each worker starts as root of a user
 namespace of its own and PID 1 of a PID namespace it owns (util-linux
@@ -90,12 +109,15 @@ recorded on every `Result`.
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import errno
 import fcntl
 import gc
 import hashlib
 import hmac
+import importlib
+import json
 import linecache
 import marshal
 import os
@@ -112,6 +134,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -454,7 +477,11 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _libc.capset.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
 MNT_DETACH = 2
 _STDIN, _STDOUT, _STDERR, _NONCE_FD, _CHANNEL_FD = 0, 1, 2, 3, 4
+_CALLS_FD, _REPLIES_FD = 5, 6                     # the tests' process's ends of the calls
+_SOLUTION_CALLS_FD, _SOLUTION_REPLIES_FD = 3, 4   # and the solution's process's
 _READY = b"R"
+_PLAIN_MESSAGE_BYTES = 64 << 20
+PR_SET_DUMPABLE = 4
 # The seccomp filter (classic BPF over struct seccomp_data: nr at 0, arch at 4, args from
 # 16). Denied: calls that only widen the kernel surface a candidate can reach.
 _SECCOMP_ARCH = {  # machine: (AUDIT_ARCH_*, unshare, clone, clone3, denied calls)
@@ -683,6 +710,7 @@ class _WorkerState:
     def __init__(self, conf: dict, missing: tuple[str, ...], pid_ns: int,
                  cgroup_procs: list[int]) -> None:
         self.timeout, self.uid = conf["timeout_s"], conf["uid"]
+        self.tests_process = conf["tests_process"]
         self.output_bytes = conf["output_bytes"]
         self.scratch_bytes = conf["scratch_bytes"]
         self.rlimits = ((resource.RLIMIT_CPU, int(self.timeout) + 1),
@@ -766,31 +794,38 @@ def _drop_scratch(st: _WorkerState, scratch: str) -> None:
         pass
 
 
+def _write_whole(fd: int, data: bytes) -> None:
+    """All of `data` into an empty pipe, grown to hold it, so the writer never blocks."""
+    if len(data) > fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, len(data))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _run_job(st: _WorkerState, zygote: socket.socket, solution: str, tests: str) -> tuple:
     st.count += 1
     scratch = os.path.join(st.scratch_root, f"c{st.count}")
     _make_scratch(st, scratch)
     fds: list[int] = []
     try:
-        for _ in range(5):
+        for _ in range(6):
             fds.extend(_pipe())
-        out_r, out_w, err_r, err_w, nonce_r, nonce_w, chan_r, chan_w, job_r, job_w = fds
-        # The job waits whole in a pipe the candidate reads after its fork: the zygote it
-        # is forked from never holds any job, so no candidate inherits another's data.
-        job = memoryview(marshal.dumps((solution, tests)))
-        if len(job) > fcntl.fcntl(job_w, fcntl.F_GETPIPE_SZ):
-            fcntl.fcntl(job_w, fcntl.F_SETPIPE_SZ, len(job))
-        while job:
-            job = job[os.write(job_w, job):]
+        out_r, out_w, err_r, err_w, nonce_r, nonce_w, chan_r, chan_w, sol_r, sol_w, tests_r, tests_w = fds
+        # The job waits in pipes read after the fork: the zygote never holds any job, so no
+        # candidate inherits another's data; solution and tests travel apart, each read
+        # only by the process that runs it.
+        _write_whole(sol_w, marshal.dumps(solution))
+        _write_whole(tests_w, marshal.dumps(tests))
         nonce = os.urandom(16)
         os.write(nonce_w, nonce)
         digest = hashlib.sha256(nonce).digest()
         del nonce  # only its digest stays in the worker
-        child = _ask(zygote, b"F" + scratch.encode(), (out_w, err_w, nonce_r, chan_w, job_r))
+        child = _ask(zygote, b"F" + scratch.encode(), (out_w, err_w, nonce_r, chan_w, sol_r, tests_r))
         if child < 0:
             raise OSError(-child, f"fork: {os.strerror(-child)}")
         started = time.monotonic()
-        for fd in (out_w, err_w, nonce_r, nonce_w, chan_w, job_r, job_w):
+        for fd in (out_w, err_w, nonce_r, nonce_w, chan_w, sol_r, sol_w, tests_r, tests_w):
             fds.remove(fd)
             os.close(fd)
         return _collect(st, zygote, child, started, out_r, err_r, chan_r, digest)
@@ -833,32 +868,27 @@ def _fork_candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> int
             _check(_libc.setns(st.pid_ns, CLONE_NEWPID), "setns")
 
 
-def _read_job(fd: int) -> tuple[str, str]:
+def _read_source(fd: int) -> str:
     data = bytearray()
     while chunk := os.read(fd, 1 << 16):
         data += chunk
+    os.close(fd)
     return marshal.loads(data)
 
 
-def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
-    """The harness in the candidate process: read the job, lock down, run solution and
-    tests, prove completion."""
-    os.setsid()
-    out_w, err_w, nonce_r, chan_w, job_r = fds
-    solution, tests = _read_job(job_r)
+def _lock_down(st: _WorkerState, scratch: str, fds: dict[int, int]) -> None:
+    """Confine this process before it runs any job code: `fds` (target number: open fd)
+    dup2'ed into place and every other fd closed, rlimits, the scratch dir, no uid or
+    capability of its own, no new privileges, the seccomp filter."""
     os.dup2(st.devnull, _STDIN)
-    os.dup2(out_w, _STDOUT)
-    os.dup2(err_w, _STDERR)
-    os.dup2(nonce_r, _NONCE_FD, inheritable=False)
-    os.dup2(chan_w, _CHANNEL_FD, inheritable=False)
-    for fd in st.cgroup_procs:
-        os.write(fd, b"0")  # "0": the writer itself; its descendants follow
+    for target, fd in fds.items():
+        os.dup2(fd, target, inheritable=target <= _STDERR)
     for limit, value in st.rlimits:
         hard = resource.getrlimit(limit)[1]
         if hard != resource.RLIM_INFINITY:  # without root a limit cannot be raised
             value = min(value, hard)
         resource.setrlimit(limit, (value, value))
-    os.closerange(_CHANNEL_FD + 1, 1 << 20)
+    os.closerange(max(fds) + 1, 1 << 20)
     os.chdir(scratch)
     os.environ["HOME"] = os.environ["TMPDIR"] = scratch  # the rest is the worker's scrubbed env
     if "uid" not in st.missing:
@@ -867,13 +897,237 @@ def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
         os.setresuid(st.uid, st.uid, st.uid)  # a uid change from 0 clears every capability
     else:  # still uid 0 (of a user namespace, rootless): at least no capability is left
         _drop_capabilities()
+    _prctl(PR_SET_DUMPABLE, 0)  # its memory stays closed to same-uid processes (/proc/pid/mem)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the credential change cleared it
     if st.seccomp is not None:
         _install_seccomp(st.seccomp)
+
+
+def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
+    """PID 1 of the candidate's namespaces: forks the solution's process, then runs the
+    tests here, calling the solution's functions across a pipe; passes are proven here."""
+    os.setsid()
+    for fd in st.cgroup_procs:  # before the fork: the solution's process is born inside
+        os.write(fd, b"0")  # "0": the writer itself; its descendants follow
+    out_w, err_w, nonce_r, chan_w, sol_r, tests_r = fds
+    if st.tests_process == "shared":
+        _one_process(st, scratch, fds)
+    calls_r, calls_w = _pipe()
+    replies_r, replies_w = _pipe()
+    solution_pid = _in_child(_solution_process, st, scratch, (out_w, err_w, sol_r, calls_r, replies_w))
+    for fd in (sol_r, calls_r, replies_w):
+        os.close(fd)
+    tests = _read_source(tests_r)
+    _lock_down(st, scratch, {_STDOUT: out_w, _STDERR: err_w, _NONCE_FD: nonce_r, _CHANNEL_FD: chan_w,
+                             _CALLS_FD: calls_w, _REPLIES_FD: replies_r})
+    exit_, read, write, fail = os._exit, os.read, os.write, BaseException
+    if _recv_plain(_REPLIES_FD) != "ready":  # the solution's process could not lock down
+        exit_(1)
+    write(_CHANNEL_FD, _READY)
+    try:
+        exported = _recv_plain(_REPLIES_FD)
+        if exported is None:
+            raise RuntimeError("the solution did not load (its error is above)")
+        exec(compile(tests, "<tests>", "exec", dont_inherit=True), _tests_namespace(exported))
+    except fail as exc:
+        _end_solution(solution_pid)
+        _report(exc, "<tests>", tests)
+        exit_(1)
+    _end_solution(solution_pid)
+    _flush()
+    write(_CHANNEL_FD, read(_NONCE_FD, 16))
+    exit_(0)
+
+
+def _end_solution(pid: int) -> None:
+    """No more calls: the solution's process flushes its output and exits (first, so
+    that its output comes before the tests' report)."""
+    os.close(_CALLS_FD)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _solution_process(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
+    """Runs the solution, then calls its functions as the tests' process asks, answering
+    with plain data only. It never holds the tests, the pass proof or the channel."""
+    out_w, err_w, sol_r, calls_r, replies_w = fds
+    solution = _read_source(sol_r)
+    _lock_down(st, scratch, {_STDOUT: out_w, _STDERR: err_w, _SOLUTION_CALLS_FD: calls_r,
+                             _SOLUTION_REPLIES_FD: replies_w})
+    exit_, fail = os._exit, BaseException  # bound before candidate code can rebind them
+    send, recv, plain = _send_plain, _recv_plain, _to_plain
+    send(_SOLUTION_REPLIES_FD, "ready")
+    namespace = {"__name__": "solution"}
+    try:
+        exec(compile(solution, "<solution>", "exec", dont_inherit=True), namespace)  # candidate code from here
+        send(_SOLUTION_REPLIES_FD, _exported(namespace))
+    except fail as exc:
+        _report(exc, "<solution>", solution)
+        exit_(1)
+    while (call := recv(_SOLUTION_CALLS_FD)) is not None:
+        try:
+            name, args, kwargs = call[0], _from_plain(call[1]), _from_plain(call[2])
+            reply = ["ok", plain(namespace[name](*args, **kwargs))]
+        except fail as exc:
+            reply = ["raise", _exception_name(exc), _exception_text(exc)]
+        send(_SOLUTION_REPLIES_FD, reply)
+    _flush()
+    exit_(0)
+
+
+# --- calls between the tests' process and the solution's: plain data only ---------
+# Values cross as JSON of exact builtin types (no subclass, so no object of the
+# solution's making can compare equal to everything); the tests' process decodes them
+# into fresh objects of its own.
+
+_TAGGED = {"tuple": tuple, "set": set, "frozenset": frozenset}
+
+
+def _to_plain(value: object, depth: int = 0) -> object:
+    """`value` as JSON data, when it is built of plain builtin types; else TypeError."""
+    if depth > 200:
+        raise ValueError("a value nested too deeply to pass between processes")
+    kind = type(value)
+    if value is None or kind in (bool, int, float, str):
+        return value
+    if kind is list:
+        return [_to_plain(v, depth + 1) for v in value]
+    if kind in (tuple, set, frozenset):
+        return {kind.__name__: [_to_plain(v, depth + 1) for v in value]}
+    if kind is dict:
+        return {"dict": [[_to_plain(k, depth + 1), _to_plain(v, depth + 1)] for k, v in value.items()]}
+    if kind is bytes:
+        return {"bytes": value.hex()}
+    if kind is complex:
+        return {"complex": [value.real, value.imag]}
+    raise TypeError(f"a value of type {kind.__name__} cannot pass between the tests and the solution "
+                    "(only None, bool, int, float, complex, str, bytes, list, tuple, set, frozenset, dict)")
+
+
+def _from_plain(data: object) -> object:
+    """The value `_to_plain` made `data` of."""
+    if type(data) is list:
+        return [_from_plain(v) for v in data]
+    if type(data) is not dict:
+        return data
+    ((tag, body),) = data.items()
+    if tag in _TAGGED:
+        return _TAGGED[tag](_from_plain(v) for v in body)
+    if tag == "dict":
+        return {_from_plain(k): _from_plain(v) for k, v in body}
+    if tag == "bytes":
+        return bytes.fromhex(body)
+    if tag == "complex":
+        return complex(*body)
+    raise ValueError(f"not a plain value: {tag!r}")
+
+
+def _send_plain(fd: int, message: object) -> None:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _recv_plain(fd: int) -> object | None:
+    header = _read_exact(fd, _FRAME.size)
+    if header is None:
+        return None
+    size = _FRAME.unpack(header)[0]
+    if size > _PLAIN_MESSAGE_BYTES:
+        raise ValueError(f"a message of {size} bytes from the solution's process")
+    body = _read_exact(fd, size)
+    return None if body is None else json.loads(body)
+
+
+def _exported(namespace: dict) -> dict:
+    """What the solution defined, for the tests: its functions (and classes) by name,
+    its plain-valued globals, and the modules it imported (by their names)."""
+    functions, values, modules = [], {}, {}
+    for name, value in namespace.items():
+        if name.startswith("__"):
+            continue
+        if type(value) is types.ModuleType:
+            modules[name] = str(value.__name__)
+        elif callable(value):
+            functions.append(name)
+            continue
+        try:
+            values[name] = _to_plain(value)
+        except (TypeError, ValueError):
+            pass  # modules and other objects the tests cannot use from afar
+    return {"functions": functions, "values": values, "modules": modules}
+
+
+def _tests_namespace(exported: dict) -> dict:
+    """The tests' globals: stand-ins for the solution's functions, copies of its plain
+    values, and the modules it imported, imported here afresh (an installed module
+    runs its own code, not the solution's)."""
+    namespace = {"__name__": "tests"}
+    for name, module in exported["modules"].items():
+        try:
+            namespace[name] = importlib.import_module(module)
+        except Exception:
+            pass  # a module only the solution's process could import: tests that need it fail
+    namespace.update({name: _from_plain(value) for name, value in exported["values"].items()})
+    namespace.update({name: _remote_function(name) for name in exported["functions"]})
+    return namespace
+
+
+def _remote_function(name: str):
+    """A stand-in, in the tests' process, for the solution's function `name`."""
+
+    def call(*args, **kwargs):
+        _send_plain(_CALLS_FD, [name, _to_plain(args), _to_plain(kwargs)])
+        reply = _recv_plain(_REPLIES_FD)
+        if reply is None:
+            raise RuntimeError(f"{name}: the solution's process ended (its error is above)")
+        if reply[0] == "ok":
+            return _from_plain(reply[1])
+        raise _rebuilt_exception(str(reply[1]), str(reply[2]))
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+def _rebuilt_exception(name: str, text: str) -> Exception:
+    """The solution's exception as the tests can catch it: the builtin exception of that
+    name (a test may expect ValueError), else a RuntimeError naming it."""
+    kind = getattr(builtins, name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        try:
+            return kind(text)
+        except Exception:
+            pass
+    return RuntimeError(f"{name}: {text}")
+
+
+def _exception_name(exc: BaseException) -> str:
+    try:
+        return str(type(exc).__name__)
+    except BaseException:
+        return "Exception"
+
+
+def _exception_text(exc: BaseException) -> str:
+    try:
+        return str(exc)[:4096]
+    except BaseException:
+        return ""
+
+
+def _one_process(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
+    """`tests_process = "shared"`: solution and tests run in this one process, and the
+    harness proves completion from the same process (never returns)."""
+    out_w, err_w, nonce_r, chan_w, sol_r, tests_r = fds
+    solution, tests = _read_source(sol_r), _read_source(tests_r)
+    _lock_down(st, scratch, {_STDOUT: out_w, _STDERR: err_w, _NONCE_FD: nonce_r, _CHANNEL_FD: chan_w})
     # What the harness uses once candidate code has run is bound to locals now: that code can
     # rebind builtins and module attributes (exec, os._exit, BaseException...), not these.
-    exit_, read, write, fail = os._exit, os.read, os.write, BaseException
+    exit_, read, write, fail, report = os._exit, os.read, os.write, BaseException, _report
     run, compile_ = exec, compile
     write(_CHANNEL_FD, _READY)
     try:
@@ -883,17 +1137,24 @@ def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
         run(code[0], namespace)  # candidate code runs from here on
         run(code[1], namespace)
     except fail as exc:
-        try:
-            _flush()
-            for name, source in (("<solution>", solution), ("<tests>", tests)):  # lines in trace
-                linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-            trace = traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next)
-            write(_STDERR, "".join(trace).encode("utf-8", "replace"))  # without the harness frame
-        finally:
-            exit_(1)
+        report(exc, "<solution>", solution, "<tests>", tests)
+        exit_(1)
     _flush()
     write(_CHANNEL_FD, read(_NONCE_FD, 16))
     exit_(0)
+
+
+def _report(exc: BaseException, *sources: str) -> None:
+    """The traceback of job code to stderr, its lines shown, without the harness frame;
+    `sources`: (name, text) pairs of the code it ran."""
+    try:
+        _flush()
+        for name, source in zip(sources[::2], sources[1::2]):
+            linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+        trace = traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next)
+        os.write(_STDERR, "".join(trace).encode("utf-8", "replace"))
+    except BaseException:
+        pass
 
 
 def _drop_capabilities() -> None:

@@ -38,6 +38,17 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 @pytest.fixture(scope="module")
+def shared_sandbox() -> Iterator[Sandbox]:
+    """Tests run in the solution's own process."""
+    with Sandbox(replace(CFG, tests_process="shared")) as sb:
+        yield sb
+
+
+def either_sandbox(request: pytest.FixtureRequest, tests_process: str) -> Sandbox:
+    return request.getfixturevalue("sandbox" if tests_process == "own" else "shared_sandbox")
+
+
+@pytest.fixture(scope="module")
 def problems() -> list[dict]:
     return list(read_problems().values())
 
@@ -92,15 +103,17 @@ def assert_not_passed(result: Result) -> None:
     assert not result.passed and result.status in ("failed", "timeout"), result
 
 
-def test_humaneval_canonical_solutions_pass(sandbox, problems):
-    results = sandbox.run(humaneval(problems))
+@pytest.mark.parametrize("tests_process", ["own", "shared"])
+def test_humaneval_canonical_solutions_pass(request, problems, tests_process):
+    results = either_sandbox(request, tests_process).run(humaneval(problems))
     failed = [(p["task_id"], r.status, r.stderr[-300:])
               for p, r in zip(problems, results) if not r.passed]
     assert len(results) == 164 and not failed
 
 
-def test_humaneval_stub_bodies_fail(sandbox, problems):
-    results = sandbox.run(humaneval(problems, "    return None\n"))
+@pytest.mark.parametrize("tests_process", ["own", "shared"])
+def test_humaneval_stub_bodies_fail(request, problems, tests_process):
+    results = either_sandbox(request, tests_process).run(humaneval(problems, "    return None\n"))
     assert [r.status for r in results] == ["failed"] * 164
 
 
@@ -320,7 +333,9 @@ def test_no_secrets_from_the_callers_environment(monkeypatch):
     "        os.write(fd, b'R' + os.urandom(16))\n    except OSError:\n        pass\nos._exit(0)\n",
 ], ids=["sys.exit", "os._exit", "SystemExit", "os._exit-in-test", "builtins", "patch-os",
         "atexit", "fake-sentinel"])
-def test_faking_a_pass_fails(sandbox, trick):
+@pytest.mark.parametrize("tests_process", ["own", "shared"])
+def test_faking_a_pass_fails(request, trick, tests_process):
+    sandbox = either_sandbox(request, tests_process)
     solution = trick if "def f" in trick else trick + WRONG
     assert_not_passed(run_one(sandbox, solution))
     check = "def check(candidate):\n    assert candidate() == 1\n"
@@ -343,7 +358,104 @@ def test_reentering_the_harness_fails(sandbox):
             os._exit(0)
         """))
     assert_not_passed(result)
-    assert result.stdout.startswith("refused: PermissionError")  # setsid: already a leader
+    assert result.stdout.startswith("refused: OSError")  # the cgroups, pipes and uid are gone
+
+
+SECRET = 48151623  # what the hidden tests expect: nowhere in the solution's process
+
+
+@pytest.mark.parametrize("trick", [
+    # the pass proof: read every fd (the nonce was on fd 3) and write it to every fd
+    """
+    import os
+    def f():
+        got = b""
+        for fd in range(64):
+            try:
+                os.set_blocking(fd, False)
+                got += os.read(fd, 64)
+            except OSError:
+                pass
+        for fd in range(64):
+            try:
+                os.write(fd, b"R" + got[:16])
+            except OSError:
+                pass
+        return 0
+    """,
+    # the tests: the caller's frames, their locals, globals and code constants
+    r"""
+    import re, sys
+    def f():
+        frame, seen = sys._getframe(), []
+        while frame is not None:
+            seen += [frame.f_locals, frame.f_globals, frame.f_code.co_consts]
+            frame = frame.f_back
+        found = re.search(r"assert (f\(\)|candidate\(\)) == (\d+)", repr(seen))
+        print("found" if found else "nothing", flush=True)
+        return int(found.group(2)) if found else 0
+    """,
+    # the tests, or a compiled copy of them, anywhere in the heap
+    r"""
+    import gc, re
+    def f():
+        for obj in gc.get_objects():
+            if type(obj) is type(f.__code__) and obj.co_filename == "<tests>":
+                print("found", flush=True)
+                return max(c for c in obj.co_consts if type(c) is int)
+            if isinstance(obj, str) and (found := re.search(r"assert (f\(\)|candidate\(\)) == (\d+)", obj)):
+                print("found", flush=True)
+                return int(found.group(2))
+        print("nothing", flush=True)
+        return 0
+    """,
+    # an answer that equals everything, and a trace function that skips asserts
+    """
+    import sys
+    class Anything(int):
+        def __eq__(self, other):
+            return True
+        __hash__ = int.__hash__
+    def f():
+        sys.settrace(lambda *a: None)
+        return Anything(0)
+    """,
+], ids=["nonce-from-fds", "tests-from-frames", "tests-from-the-heap", "equal-to-everything"])
+def test_forging_a_pass_from_inside_the_solution_fails(sandbox, trick):
+    solution = dedent(trick)
+    result = run_one(sandbox, solution, (f"assert f() == {SECRET}",))
+    assert_not_passed(result)
+    assert "found" not in result.stdout and ("nothing" in result.stdout) == ("print(" in trick)
+    check = f"def check(candidate):\n    assert candidate() == {SECRET}\n"
+    assert_not_passed(run_one(sandbox, solution, check, entry_point="f"))
+
+
+def test_tests_use_the_solution_through_plain_data():
+    """What crosses between the tests' process and the solution's: plain values both
+    ways, keyword arguments, the solution's exceptions as builtin ones, its constants."""
+    solution = dedent("""
+        LIMIT = (3, {"a": b"x"})
+        def f(items, *, scale=1.0):
+            if not items:
+                raise ValueError("empty")
+            return {tuple(items): {scale * 2, complex(1, -1)}, "n": [None, True, float("inf")]}
+        def make():
+            return object()
+        """)
+    passing = dedent("""
+        assert f([1, 2], scale=0.5) == {(1, 2): {1.0, 1 - 1j}, "n": [None, True, float("inf")]}
+        assert LIMIT == (3, {"a": b"x"})
+        try:
+            f([])
+            raise AssertionError("no error")
+        except ValueError as exc:
+            assert str(exc) == "empty"
+        """)
+    results = run_candidates([Candidate(solution, passing), Candidate(solution, "make()"),
+                              Candidate(solution, "f([1], scale=lambda: 1)")], CFG)
+    assert [r.status for r in results] == ["passed", "failed", "failed"], results
+    assert "a value of type object cannot pass" in results[1].stderr
+    assert "a value of type function cannot pass" in results[2].stderr
 
 
 def test_pool_survives_and_host_is_clean(sandbox):
@@ -427,7 +539,8 @@ def test_no_candidate_inherits_an_earlier_one_in_memory():
     marker = f"LEAKED-BY-CANDIDATE-{tag[::-1]}"
     secret = Candidate(f"SECRET = {marker!r} * 50\n" + WRONG, (f"assert f() == 1, {marker!r}",))
     probe = Candidate(MEMORY_SCAN.format(tag=tag), TESTS)
-    with Sandbox(replace(CFG, workers=1)) as sandbox:  # one worker: the probe follows the secret
+    # one worker: the probe follows the secret; time for the scan to step over unmapped pages
+    with Sandbox(replace(CFG, workers=1, timeout_s=30)) as sandbox:
         results = sandbox.run([secret, secret, probe])
     assert "LEAKED-BY-CANDIDATE" in results[0].stderr  # the secret did pass through the worker
     assert results[2].status == "failed", results[2]  # ...and the probe did not find it
