@@ -19,6 +19,7 @@ examples:
   codemill clean my-run.toml --yes     remove outputs under out that the config no longer uses
   codemill shards inspect codemill-out/shards/base/<fingerprint>
   codemill train --config codemill/configs/train-tiny.toml --mix base --out runs/tiny
+  codemill export-hf runs/tiny --tokenizer SHARD_DIR --out runs/tiny-hf
   codemill selfinstruct my-run.toml    generate a self-instruct set
   codemill jvm-archive                 make later runs start sooner (make does this)
 """
@@ -153,6 +154,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from codemill.train_hooks.export import export_hf
+
+    summary = export_hf(args.checkpoint, args.out, args.tokenizer, args.dtype)
+    print(json.dumps(summary, indent=2))
+    if not summary["tokenizer_files"]:
+        print("codemill: no tokenizer exported (give --tokenizer): AutoTokenizer will not load this "
+              "directory", file=sys.stderr)
+    return 0
+
+
 def cmd_selfinstruct(args: argparse.Namespace) -> int:
     from codemill.pipelines.selfinstruct import run_selfinstruct
     from codemill.stages.selfinstruct import FUNNEL
@@ -277,6 +289,20 @@ def make_parser() -> argparse.ArgumentParser:
     add_train_flags(tr)
     _add_set(tr, "lr=1e-4")
     tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser(
+        "export-hf", help="write a training checkpoint as a Hugging Face transformers model directory",
+        description="Write a checkpoint of `codemill train` as a LlamaForCausalLM directory "
+        "(config.json, generation_config.json, model.safetensors) that "
+        "AutoModelForCausalLM.from_pretrained loads, with the tokenizer when given. Tensors keep "
+        "their values; the rotary layout needs no permutation.")
+    ex.add_argument("checkpoint", help="a checkpoint.pt, or the training output directory holding one")
+    ex.add_argument("--out", required=True, help="the model directory to write (must not exist, or be empty)")
+    ex.add_argument("--tokenizer", help="the tokenizer.model the shards were tokenized with, or a shard "
+                    "directory (its tokenizer.model and any Hugging Face tokenizer files beside it are copied)")
+    ex.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="weights' dtype in the export (default float32, as trained)")
+    ex.set_defaults(func=cmd_export_hf)
 
     si = sub.add_parser(
         "selfinstruct", help="generate a self-instruct set: questions, tests, solutions, sandbox",
