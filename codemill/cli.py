@@ -19,6 +19,8 @@ examples:
   codemill clean my-run.toml --yes     remove outputs under out that the config no longer uses
   codemill shards inspect codemill-out/shards/base/<fingerprint>
   codemill train --config codemill/configs/train-tiny.toml --mix base --out runs/tiny
+  codemill export-hf runs/tiny --tokenizer SHARD_DIR --out runs/tiny-hf
+  codemill eval --model runs/tiny-hf --n 20 --temperature 0.8 --limit 10 --out runs/tiny-eval
   codemill selfinstruct my-run.toml    generate a self-instruct set
   codemill jvm-archive                 make later runs start sooner (make does this)
 """
@@ -153,6 +155,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from codemill.train_hooks.export import export_hf
+
+    summary = export_hf(args.checkpoint, args.out, args.tokenizer, args.dtype)
+    print(json.dumps(summary, indent=2))
+    if not summary["tokenizer_files"]:
+        print("codemill: no tokenizer exported (give --tokenizer): AutoTokenizer will not load this "
+              "directory", file=sys.stderr)
+    return 0
+
+
+def _eval_overrides(args: argparse.Namespace) -> list[str]:
+    """`--set` values, then the flags of `codemill eval` as `key=value` overrides."""
+    flags = {"model.path": args.model, "model.backend": args.backend, "sampling.n": args.n,
+             "sampling.temperature": args.temperature, "sampling.top_p": args.top_p,
+             "sampling.max_new_tokens": args.max_new_tokens, "sampling.seed": args.seed, "limit": args.limit}
+    return [*(args.set or []), *(f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None)]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from codemill.evaluate.config import load_eval_config
+    from codemill.evaluate.run import evaluate, format_table
+    from codemill.selfinstruct.backends import BackendError
+    from codemill.selfinstruct.sandbox import SandboxUnavailable
+
+    cfg = load_eval_config(args.config, _eval_overrides(args))
+    try:
+        summary = evaluate(cfg, args.out)
+    except (BackendError, SandboxUnavailable) as exc:
+        print(f"codemill: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(summary) + "\n".join(summary["files"]))
+    return 0
+
+
 def cmd_selfinstruct(args: argparse.Namespace) -> int:
     from codemill.pipelines.selfinstruct import run_selfinstruct
     from codemill.stages.selfinstruct import FUNNEL
@@ -277,6 +314,39 @@ def make_parser() -> argparse.ArgumentParser:
     add_train_flags(tr)
     _add_set(tr, "lr=1e-4")
     tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser(
+        "export-hf", help="write a training checkpoint as a Hugging Face transformers model directory",
+        description="Write a checkpoint of `codemill train` as a LlamaForCausalLM directory "
+        "(config.json, generation_config.json, model.safetensors) that "
+        "AutoModelForCausalLM.from_pretrained loads, with the tokenizer when given. Tensors keep "
+        "their values; the rotary layout needs no permutation.")
+    ex.add_argument("checkpoint", help="a checkpoint.pt, or the training output directory holding one")
+    ex.add_argument("--out", required=True, help="the model directory to write (must not exist, or be empty)")
+    ex.add_argument("--tokenizer", help="the tokenizer.model the shards were tokenized with, or a shard "
+                    "directory (its tokenizer.model and any Hugging Face tokenizer files beside it are copied)")
+    ex.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="weights' dtype in the export (default float32, as trained)")
+    ex.set_defaults(func=cmd_export_hf)
+
+    ev = sub.add_parser(
+        "eval", help="HumanEval pass@k of a model (a transformers directory, vLLM, an HTTP server)",
+        description="Generate n samples per HumanEval problem with a self-instruct backend, run each "
+        "in the sandbox against the problem's tests, and write OUT/results.jsonl (per problem), "
+        "OUT/summary.json and OUT/passk.png: pass@k (Chen et al.'s unbiased estimator) for k in 1, "
+        "10, 100 up to n. Model calls are cached in OUT/cache, so a re-run resumes.")
+    ev.add_argument("config", nargs="?", help="eval config (TOML: limit, ks, [model], [sampling], [sandbox])")
+    ev.add_argument("--model", help="local model directory (e.g. from `codemill export-hf`): model.path")
+    ev.add_argument("--backend", help="transformers (default), vllm, http, or package.module:factory")
+    ev.add_argument("--n", type=int, help="samples per problem (default 1)")
+    ev.add_argument("--temperature", type=float, help="0 is greedy (default; then n must be 1)")
+    ev.add_argument("--top-p", type=float, help="nucleus sampling (default 0.95)")
+    ev.add_argument("--max-new-tokens", type=int, help="per sample (default 512)")
+    ev.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    ev.add_argument("--limit", type=int, help="the first N problems only (default: all 164)")
+    ev.add_argument("--out", required=True, help="output directory")
+    _add_set(ev, "sandbox.timeout_s=10")
+    ev.set_defaults(func=cmd_eval)
 
     si = sub.add_parser(
         "selfinstruct", help="generate a self-instruct set: questions, tests, solutions, sandbox",
