@@ -100,6 +100,12 @@ def verify_shards(shard_dir: str | os.PathLike, digests: dict[str, str] | None =
         problems.append(f"{model}: missing")
     elif sha256_of(model) != tok["sha256"]:
         problems.append(f"{model}: sha256 differs from the manifest")
+    for name, sha256 in tok.get("hf_files", {}).items():  # absent from older manifests
+        path = out / name
+        if not path.exists():
+            problems.append(f"{path}: missing")
+        elif sha256_of(path) != sha256:
+            problems.append(f"{path}: sha256 differs from the manifest")
     schema = sequence_schema(manifest["seq_len"])
     listed = set()
     for s in manifest["shards"]:
