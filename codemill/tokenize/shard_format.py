@@ -34,6 +34,10 @@ class ShardError(ValueError):
     pass
 
 
+class ShardMismatch(ShardError):
+    """A shard directory's files differ from its manifest (checksums, sizes, rows)."""
+
+
 def sequence_schema(seq_len: int) -> pa.Schema:
     # Fixed-size rows: no offsets at all, so nothing can overflow 32-bit offsets, and
     # a shard's token buffer is one flat int32 array that loaders can slice.
