@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -42,21 +43,23 @@ def write_dataset_card(root: Folder, report: Mapping[str, Any], shard_dirs: Mapp
         raise ShardError(f"{display(root.uri)}: no mix to describe")
     manifests = {name: json.loads(d.read_text(MANIFEST)) for name, d in shard_dirs.items()}
     patterns = {name: data_files_pattern(root, d, manifests[name]) for name, d in shard_dirs.items()}
-    card = render_card(report, manifests, patterns)
-    _write_tokenizer(root, shard_dirs, manifests)
+    model = _tokenizer_model(shard_dirs, manifests)
+    tok = load_tokenizer(model)
+    card = render_card(report, manifests, patterns, infilling_special=tok.infilling_is_control())
+    root.fs.upload(model, root.join(TOKENIZER_FILE))
+    write_hf_tokenizer(root, tok)
     root.write_text(CARD, card)
     return card
 
 
-def _write_tokenizer(root: Folder, shard_dirs: Mapping[str, Folder], manifests: Mapping[str, Any]) -> None:
+def _tokenizer_model(shard_dirs: Mapping[str, Folder], manifests: Mapping[str, Any]) -> Path:
+    """A local copy of the one tokenizer model the mixes share."""
     digests = {name: m["tokenizer"]["sha256"] for name, m in manifests.items()}
     if len(set(digests.values())) > 1:
         raise ShardError(f"the mixes were tokenized with different tokenizers ({digests}): one card cannot "
                          "describe them")
     name, first = next(iter(shard_dirs.items()))
-    model = first.fetch(manifests[name]["tokenizer"]["file"])
-    root.fs.upload(model, root.join(TOKENIZER_FILE))
-    write_hf_tokenizer(root, load_tokenizer(model))
+    return first.fetch(manifests[name]["tokenizer"]["file"])
 
 
 def data_files_pattern(root: Folder, shard_dir: Folder, manifest: Mapping[str, Any]) -> str:
@@ -91,7 +94,10 @@ def _matches(relative: str, pattern: list[str]) -> bool:
     return len(parts) == len(pattern) and all(fnmatchcase(p, g) for p, g in zip(parts, pattern))
 
 
-def render_card(report: Mapping[str, Any], manifests: Mapping[str, Any], patterns: Mapping[str, str]) -> str:
+def render_card(report: Mapping[str, Any], manifests: Mapping[str, Any], patterns: Mapping[str, str],
+                infilling_special: bool = True) -> str:
+    """The card's text. `infilling_special`: the infilling tokens are control pieces (codemill's
+    own tokenizers), hence special tokens in transformers."""
     front = {
         "configs": [{"config_name": name, "data_files": [{"split": "train", "path": patterns[name]}],
                      **({"default": True} if i == 0 else {})} for i, name in enumerate(manifests)],
@@ -100,7 +106,8 @@ def render_card(report: Mapping[str, Any], manifests: Mapping[str, Any], pattern
     parts = [
         "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---",
         _intro(report, manifests),
-        _usage(next(iter(manifests))),
+        _usage(next(iter(manifests)), next(iter(manifests.values()))["tokenizer"]["dummy_prefix"],
+               infilling_special),
         _features(manifests),
         *(_mix(name, m, patterns[name]) for name, m in manifests.items()),
         _tokenizer(next(iter(manifests.values()))),
@@ -120,7 +127,13 @@ def _intro(report: Mapping[str, Any], manifests: Mapping[str, Any]) -> str:
             "report and the mixes' manifests (`manifest.json` beside each mix's shards).")
 
 
-def _usage(first_mix: str) -> str:
+def _usage(first_mix: str, dummy_prefix: bool, infilling_special: bool) -> str:
+    space = "the leading space this model adds" if dummy_prefix else "no prefix space"
+    markers = ("Text that spells `<s>` or `<PRE>` stays text (`split_special_tokens`); the infilling tokens are "
+               "special tokens, so a prompt is built from their ids (`tok.convert_tokens_to_ids(\"<PRE>\")`)."
+               if infilling_special else
+               "Text that spells `<s>` stays text (`split_special_tokens`); this model's infilling pieces are "
+               "user-defined, not special tokens: build a prompt from their ids (below).")
     return f"""## Use
 
 ```python
@@ -132,11 +145,9 @@ tok = AutoTokenizer.from_pretrained("path/to/this/folder")
 ```
 
 A document in a row is `tok(text).input_ids + [tok.eos_token_id]` (the tokenizer adds BOS and
-no prefix space, never EOS); a fill-in-the-middle one is `<s> <PRE> prefix <SUF> suffix <MID>
+{space}, never EOS); a fill-in-the-middle one is `<s> <PRE> prefix <SUF> suffix <MID>
 middle <EOT> </s>` (PSM) or `<s> <PRE> <SUF> suffix <MID> prefix+middle <EOT> </s>` (SPM), each
-part encoded alone. Text that spells `<s>` or `<PRE>` stays text (`split_special_tokens`); the
-infilling tokens are special tokens, so a prompt is built from their ids
-(`tok.convert_tokens_to_ids("<PRE>")`). `skip_special_tokens=True` decodes as codemill does."""
+part encoded alone. {markers} `skip_special_tokens=True` decodes as codemill does."""
 
 
 def _features(manifests: Mapping[str, Any]) -> str:

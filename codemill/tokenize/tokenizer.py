@@ -213,6 +213,11 @@ class Tokenizer:
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(int(i))
 
+    def infilling_is_control(self) -> bool:
+        """Whether the infilling tokens are control pieces, which text cannot produce
+        (codemill's models), rather than user-defined ones (Code Llama's)."""
+        return all(self._sp.is_control(i) for i in (self.pre_id, self.suf_id, self.mid_id, self.eot_id))
+
     def score(self, i: int) -> float:
         """The piece's score: for a BPE model, merges into higher-scoring pieces come first."""
         return self._sp.get_score(int(i))

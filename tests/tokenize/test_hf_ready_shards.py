@@ -15,7 +15,7 @@ import yaml
 from transformers import AutoTokenizer
 
 from codemill.config import load_run_config, to_dict
-from codemill.report.card import CARD, write_dataset_card
+from codemill.report.card import CARD, render_card, write_dataset_card
 from codemill.storage.folder import Folder
 from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.fim import draw_fim, encode_documents, render
@@ -200,6 +200,11 @@ def test_card_describes_the_run_without_its_id_or_times(shards_root):
         assert needed in body, needed
     counts = read_manifest(mixes["python"])["counts"]
     assert f"{counts['docs_psm']:,} PSM + {counts['docs_spm']:,} SPM" in body
+    assert "no prefix space" in body and 'tok.convert_tokens_to_ids("<PRE>")' in body
+    manifests = {name: read_manifest(d) for name, d in mixes.items()}
+    patterns = {name: yaml.safe_load(front)["configs"][i]["data_files"][0]["path"] for i, name in enumerate(mixes)}
+    assert render_card(report, manifests, patterns) == card
+    assert "infilling pieces are user-defined" in render_card(report, manifests, patterns, infilling_special=False)
     for varying in (report["run_id"], report["generated_at"], report["run_started_at"], ATTEMPT, "seconds"):
         assert varying not in card
 
@@ -228,3 +233,16 @@ def test_a_stray_attempt_beside_the_committed_one_is_named(shards_root, tmp_path
     with pytest.raises(ShardError, match=r"attempt-20251231T000000Z-cccccccc/shard-00000.arrow.*codemill clean"):
         write_dataset_card(Folder(copy), run_report(), dirs)
     assert not (copy / CARD).exists()
+
+
+def test_the_card_is_written_into_object_storage_alike(shards_root, s3_bucket):
+    root, mixes = shards_root
+    local = write_dataset_card(Folder(root), run_report(), {name: Folder(d) for name, d in mixes.items()})
+    remote = Folder(f"{s3_bucket}/out/shards")
+    for shard_dir in mixes.values():
+        for path in sorted(shard_dir.iterdir()):
+            remote.fs.upload(path, remote.join(str(shard_dir.relative_to(root)), path.name))
+    dirs = {name: remote.sub(str(d.relative_to(root))) for name, d in mixes.items()}
+    assert write_dataset_card(remote, run_report(), dirs) == local
+    for name in ("tokenizer.json", "tokenizer.model"):
+        assert remote.fs.read_bytes(remote.join(name)) == (root / name).read_bytes()
