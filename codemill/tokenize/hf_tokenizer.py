@@ -41,6 +41,42 @@ HF_TOKENIZER_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
 SPACE = "▁"  # sentencepiece's escaped space
 
 
+def write_hf_tokenizer(out: Folder, tok: Tokenizer) -> dict[str, str]:
+    """Write the three files into `out`, each atomically; returns their sha256 by name."""
+    digests = {}
+    for name, text in hf_tokenizer_files(tok).items():
+        out.write_text(name, text)
+        digests[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return digests
+
+
+def hf_tokenizer_files(tok: Tokenizer) -> dict[str, str]:
+    """The three files' text by name; the same model gives the same bytes."""
+    types = _piece_types(tok)
+    pieces = {name: tok.id_to_piece(i) for name, i in tok.special_ids.items()}
+    control = {tok.id_to_piece(i) for i, t in enumerate(types) if t == PieceType.CONTROL}
+    infilling = [pieces[name] for name in ("pre", "suf", "mid", "eot")]
+    special = {
+        "bos_token": pieces["bos"],
+        "eos_token": pieces["eos"],
+        "unk_token": pieces["unk"],
+        "pad_token": pieces["eos"],  # codemill pads rows with EOS (the manifest's pad_id)
+        # user-defined infilling pieces (Code Llama's) stay ordinary pieces, as in sentencepiece
+        "additional_special_tokens": [p for p in infilling if p in control],
+    }
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "split_special_tokens": True,  # literal "<s>" or "<PRE>" in code stays text
+        "clean_up_tokenization_spaces": False,
+    }
+    return {
+        TOKENIZER_JSON: _backend(tok, types).to_str(pretty=True) + "\n",
+        TOKENIZER_CONFIG: _json(config),
+        SPECIAL_TOKENS_MAP: _json(special),
+    }
+
+
 def _backend(tok: Tokenizer, types: list[PieceType]) -> BackendTokenizer:
     """The `tokenizers` tokenizer that encodes and decodes as `tok` does."""
     pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
@@ -85,42 +121,6 @@ def _merges(tok: Tokenizer, pieces: list[str], types: list[PieceType]) -> list[t
             if left in normal and right in normal:
                 ranked.append((-tok.score(i), i, cut, (left, right)))
     return [pair for *_, pair in sorted(ranked)]
-
-
-def write_hf_tokenizer(out: Folder, tok: Tokenizer) -> dict[str, str]:
-    """Write the three files into `out`, each atomically; returns their sha256 by name."""
-    digests = {}
-    for name, text in hf_tokenizer_files(tok).items():
-        out.write_text(name, text)
-        digests[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return digests
-
-
-def hf_tokenizer_files(tok: Tokenizer) -> dict[str, str]:
-    """The three files' text by name; the same model gives the same bytes."""
-    types = _piece_types(tok)
-    pieces = {name: tok.id_to_piece(i) for name, i in tok.special_ids.items()}
-    control = {tok.id_to_piece(i) for i, t in enumerate(types) if t == PieceType.CONTROL}
-    infilling = [pieces[name] for name in ("pre", "suf", "mid", "eot")]
-    special = {
-        "bos_token": pieces["bos"],
-        "eos_token": pieces["eos"],
-        "unk_token": pieces["unk"],
-        "pad_token": pieces["eos"],  # codemill pads rows with EOS (the manifest's pad_id)
-        # user-defined infilling pieces (Code Llama's) are text, as in sentencepiece
-        "additional_special_tokens": [p for p in infilling if p in control],
-    }
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        **special,
-        "split_special_tokens": True,  # literal "<s>" or "<PRE>" in code stays text
-        "clean_up_tokenization_spaces": False,
-    }
-    return {
-        TOKENIZER_JSON: _backend(tok, types).to_str(pretty=True) + "\n",
-        TOKENIZER_CONFIG: _json(config),
-        SPECIAL_TOKENS_MAP: _json(special),
-    }
 
 
 def _json(value: dict) -> str:
