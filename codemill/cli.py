@@ -239,7 +239,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", nargs="?", const=True, default=False, choices=[True, "auto"], metavar="auto",
         type=lambda value: "auto" if value == "auto" else value,
-        help="continue from OUT/checkpoint.pt (an error without one); --resume=auto: continue "
+        help="continue from OUT's newest checkpoint (an error without one); --resume=auto: continue "
              "if there is one, else start at step 0")
 
 
@@ -302,8 +302,9 @@ def make_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "train", help="train a Llama-style model on shards (also long-context fine-tuning)",
         description="Train on one or more shard directories (mixed by their weights in the "
-        "config). Writes checkpoint.pt, metrics.jsonl and loss.png to --out; --resume "
-        "continues exactly where the checkpoint stopped. Under torchrun it trains with DDP.")
+        "config). Writes checkpoint-<step>.pt (the last keep_checkpoints; checkpoint.pt links the "
+        "newest), metrics.jsonl and loss.png to --out; --resume continues exactly where the newest "
+        "checkpoint stopped. Under torchrun it trains with DDP.")
     tr.add_argument("shards", nargs="*", help="shard directories: paths, or s3://, gs://, hdfs:// URIs "
                     "(downloaded into the config's cache_dir)")
     tr.add_argument("--config", help="training config (TOML, `preset = \"paper\" | \"tiny\" | "

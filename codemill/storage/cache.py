@@ -3,7 +3,7 @@
     cached_shard_dir("s3://bucket/shards/base/<fingerprint>") -> ~/.cache/codemill/shards/<key>/
 
 The entry `<cache>/<key>/` (key: the sha256 of the resolved URI, so another attempt is
-another entry) holds the manifest's shard files and tokenizer, each checked against
+another entry) holds the manifest's shard files and tokenizer files, each checked against
 the manifest's sha256 before it gets its name, and `manifest.json`, written last: an
 entry with a manifest is complete. A stamp file remembers each verified file's size and
 mtime, so a later call trusts an untouched file without reading it again and fetches
@@ -62,7 +62,8 @@ def _locked(entry: Path) -> Iterator[None]:
 
 
 def _fill(fs: FileSystem, remote: str, manifest: Mapping[str, Any], entry: Path) -> None:
-    wanted = {manifest["tokenizer"]["file"]: manifest["tokenizer"]["sha256"]}
+    tok = manifest["tokenizer"]
+    wanted = {tok["file"]: tok["sha256"], **tok.get("hf_files", {})}  # hf_files: absent from older manifests
     wanted |= {s["file"]: s["sha256"] for s in manifest["shards"]}
     if _cached_manifest(entry) != manifest:
         (entry / MANIFEST).unlink(missing_ok=True)  # incomplete until written again

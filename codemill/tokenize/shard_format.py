@@ -34,6 +34,10 @@ class ShardError(ValueError):
     pass
 
 
+class ShardMismatch(ShardError):
+    """A shard directory's files differ from its manifest (checksums, sizes, rows)."""
+
+
 def sequence_schema(seq_len: int) -> pa.Schema:
     # Fixed-size rows: no offsets at all, so nothing can overflow 32-bit offsets, and
     # a shard's token buffer is one flat int32 array that loaders can slice.
@@ -100,6 +104,12 @@ def verify_shards(shard_dir: str | os.PathLike, digests: dict[str, str] | None =
         problems.append(f"{model}: missing")
     elif sha256_of(model) != tok["sha256"]:
         problems.append(f"{model}: sha256 differs from the manifest")
+    for name, sha256 in tok.get("hf_files", {}).items():  # absent from older manifests
+        path = out / name
+        if not path.exists():
+            problems.append(f"{path}: missing")
+        elif sha256_of(path) != sha256:
+            problems.append(f"{path}: sha256 differs from the manifest")
     schema = sequence_schema(manifest["seq_len"])
     listed = set()
     for s in manifest["shards"]:

@@ -2,8 +2,9 @@
 
 A shard directory holds `shard-00000.arrow`, … (uncompressed IPC *stream* format,
 the format of Hugging Face `datasets` cache files, so `Dataset.from_file` opens
-one zero-copy), `manifest.json`, and a copy of the tokenizer model, so that the
-directory alone can be decoded, verified and trained on.
+one zero-copy), `manifest.json`, and a copy of the tokenizer model with its Hugging
+Face files (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`), so
+that the directory alone can be decoded, verified and trained on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from codemill.storage.folder import Folder
 from codemill.storage.local import LocalFileSystem
 from codemill.tokenize.config import FimConfig, PackConfig
 from codemill.tokenize.fim import render
+from codemill.tokenize.hf_tokenizer import write_hf_tokenizer
 from codemill.tokenize.pack import PackStats
 
 # the format (schemas, manifest reading, verification) is shard_format's; importers of
@@ -201,7 +203,8 @@ def write_manifest(
     stats: PackStats,
     mix: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Copy the tokenizer next to the shards and write manifest.json atomically.
+    """Copy the tokenizer next to the shards with its Hugging Face files
+    (codemill.tokenize.hf_tokenizer) and write manifest.json atomically.
 
     `mix` is recorded as given (e.g. requested and realised token shares per source,
     and each source's epochs). Raises if the shards and the counts disagree.
@@ -211,6 +214,7 @@ def write_manifest(
     if rows != stats.sequences:
         raise ShardError(f"{out}: the shards hold {rows} sequences, the stats {stats.sequences}")
     out.fs.upload(Path(tokenizer.path), out.join(TOKENIZER_FILE))
+    hf_files = write_hf_tokenizer(out, tokenizer)
     manifest = {
         "format": FORMAT,
         "seq_len": pack.seq_len,
@@ -222,6 +226,7 @@ def write_manifest(
             "special_ids": tokenizer.special_ids,
             "pad_id": tokenizer.eos_id,
             "dummy_prefix": tokenizer.dummy_prefix,
+            "hf_files": hf_files,  # sha256 by name
         },
         "fim": {**asdict(fim), "seed": seed},
         "packing": asdict(pack),

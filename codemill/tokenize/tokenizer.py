@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import io
@@ -212,6 +213,15 @@ class Tokenizer:
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(int(i))
 
+    def infilling_is_control(self) -> bool:
+        """Whether the infilling tokens are control pieces, which text cannot produce
+        (codemill's models), rather than user-defined ones (Code Llama's)."""
+        return all(self._sp.is_control(i) for i in (self.pre_id, self.suf_id, self.mid_id, self.eot_id))
+
+    def score(self, i: int) -> float:
+        """The piece's score: for a BPE model, merges into higher-scoring pieces come first."""
+        return self._sp.get_score(int(i))
+
     def __reduce__(self):
         return _unpickle, (self.path, self.sha256)
 
@@ -249,9 +259,34 @@ def _as_list(ids: Sequence[int] | np.ndarray) -> list[int]:
 
 
 # --- the few protobuf fields we touch -------------------------------------------------
-# ModelProto field 3 is NormalizerSpec, whose field 3 is `add_dummy_prefix` (bool,
-# default true); field 4 is self-test data, recorded with the original normaliser.
-# Editing the wire format directly avoids a protobuf dependency for one flag.
+# ModelProto field 1 is the repeated SentencePiece (field 3: its type); field 3 is
+# NormalizerSpec, whose field 3 is `add_dummy_prefix` (bool, default true); field 4 is
+# self-test data, recorded with the original normaliser. Reading the wire format
+# directly avoids a protobuf dependency for a flag and a list of types.
+
+
+class PieceType(enum.IntEnum):
+    """sentencepiece_model.proto's SentencePiece.Type."""
+
+    NORMAL = 1
+    UNKNOWN = 2
+    CONTROL = 3
+    USER_DEFINED = 4
+    UNUSED = 5
+    BYTE = 6
+
+
+def piece_types(model_proto: bytes) -> list[PieceType]:
+    """The type of every piece, in id order (the API has no test for user-defined pieces)."""
+    types = []
+    for num, wire, raw in _fields(model_proto):
+        if num == 1 and wire == 2:
+            kind = PieceType.NORMAL  # the field's default
+            for sub, sub_wire, sub_raw in _fields(_payload(raw)):
+                if sub == 3 and sub_wire == 0:
+                    kind = PieceType(_varint(sub_raw, _varint(sub_raw, 0)[1])[0])
+            types.append(kind)
+    return types
 
 
 def _has_dummy_prefix(model_proto: bytes) -> bool:

@@ -10,6 +10,8 @@
   with labels, document-restarting position ids and cu_seqlens.
 * `model` — the decoder: RMSNorm, SwiGLU, RoPE with base θ, grouped-query
   attention, SDPA attention kept inside documents.
+* `checkpoints` — a run's checkpoints: written atomically, the last k kept, an
+  unreadable newest named with the one before it.
 * `train` — `train(TrainConfig, shard_dirs, out_dir, resume)`: AdamW, cosine
   schedule, clipping, accumulation, bf16 on CUDA, DDP via torchrun, exact resume,
   MFU, loss curve; long-context fine-tuning (`lcft_config`) and instruction tuning

@@ -31,6 +31,7 @@ from codemill.storage.cache import cached_shard_dir
 from codemill.tokenize.shard_format import (
     LOSS_SPANS,
     ShardError,
+    ShardMismatch,
     instruction_schema,
     read_manifest,
     sequence_schema,
@@ -61,19 +62,24 @@ class ShardReader:
     """One shard directory: its manifest, and random access to rows once opened.
 
     Construction reads only the manifest and the first file's schema (cheap, and
-    safe before a fork), after downloading a remote directory into `cache_dir`. The
+    safe before a fork), after downloading a remote directory into `cache_dir`; with
+    `verify`, it first checks every file against the manifest (`verify_shards`, which
+    takes and extends `digests`) and raises ShardMismatch naming what differs. The
     memory maps are opened on first row access, again in any process that did not
     open them itself (DataLoader workers), because maps and Arrow readers are not
     meant to cross a fork.
     """
 
-    def __init__(self, shard_dir: str | os.PathLike, verify: bool = False, cache_dir: Path | None = None) -> None:
+    def __init__(self, shard_dir: str | os.PathLike, verify: bool = False, cache_dir: Path | None = None,
+                 digests: dict[str, str] | None = None) -> None:
         self.name = source_name(shard_dir)
         self.location = display(to_uri(shard_dir))  # as given, for messages
         self.dir = cached_shard_dir(shard_dir, cache_dir)
         self.manifest = read_manifest(self.dir)
-        if verify and (problems := verify_shards(self.dir)):
-            raise ShardError(f"{self.dir}: " + "; ".join(problems))
+        if verify and (problems := verify_shards(self.dir, digests)):
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise ShardMismatch(f"{self.location}: the shards do not match their manifest: "
+                                + "; ".join(problems[:3]) + more)
         self.seq_len: int = self.manifest["seq_len"]
         self.files = [s["file"] for s in self.manifest["shards"]]
         self.file_rows = [s["rows"] for s in self.manifest["shards"]]

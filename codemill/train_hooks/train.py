@@ -15,7 +15,8 @@ is divided by the global count of label tokens. So a run resumed on another numb
 GPUs continues the same computation.
 
 Multi-GPU: `torchrun --nproc_per_node N -m codemill.train_hooks.train --config C DIR… --out OUT`
-(NCCL on GPUs, gloo on CPUs). Checkpoints hold model, optimizer, scheduler, loader
+(NCCL on GPUs, gloo on CPUs; one rank per machine verifies the shards, the others wait).
+Checkpoints (codemill.train_hooks.checkpoints) hold model, optimizer, scheduler, loader
 state and RNG states; a resumed run's losses equal an uninterrupted run's.
 """
 
@@ -27,7 +28,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,16 +40,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from codemill.config.loader import Section, invalid, load, parse_override, read_toml, setting
 from codemill.errors import ConfigError
-from codemill.storage import display, to_uri
-from codemill.storage.cache import cached_shard_dir
 from codemill.storage.local import atomic_path
 from codemill.storage.uri import is_local
-from codemill.tokenize.shard_format import verify_shards
+from codemill.train_hooks.checkpoints import Checkpoints
 from codemill.train_hooks.dataset import IGNORE, ShardDataset, ShardLoader
 from codemill.train_hooks.model import ModelConfig, Transformer, loss_sum
-from codemill.train_hooks.shards import source_name
+from codemill.train_hooks.shards import ShardMismatch, ShardReader, source_name
 
-CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 VERIFIED = "verified-shards.json"  # digests of the shard files checked (see _verify)
 LOSS_CURVE = "loss.png"
@@ -60,6 +57,7 @@ RESUMABLE_CHANGES = {
     "steps_per_run",
     "log_every",
     "checkpoint_every",
+    "keep_checkpoints",
     "num_workers",
     "micro_batch_size",
     "cache_dir",
@@ -92,6 +90,9 @@ class TrainConfig(Section):
     init_from: str = setting("", path=True)  # a checkpoint whose weights start this run (LCFT)
     log_every: int = setting(10, ge=1)
     checkpoint_every: int = setting(1000, ge=1)
+    # the newest checkpoints kept in OUT (checkpoint-<step>.pt): the previous one is there to
+    # resume from should the newest be unreadable
+    keep_checkpoints: int = setting(2, ge=1, le=1000)
     steps_per_run: int = setting(0, ge=0)  # stop (with a checkpoint) after this many; 0: all
     device: str = setting("auto", nonempty=True)  # auto: this rank's GPU if any, else cpu
     # local copies of s3://, gs://, hdfs:// shard directories; "": $CODEMILL_CACHE or ~/.cache/codemill/shards
@@ -208,15 +209,6 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, cuda: bool) -> torch.op
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=cuda)
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); remove it to start "
-                          "over, or restore a copy") from None
-
-
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
     now = dataclasses.asdict(cfg)
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
@@ -234,8 +226,9 @@ def train(
     resume: bool | Literal["auto"] = False,
 ) -> dict[str, Any]:
     """Train; returns a summary (losses of this run, throughput, paths written).
-    `resume`: True continues from OUT/checkpoint.pt and fails without one; "auto"
-    continues from it when it exists, else starts at step 0."""
+    `resume`: True continues from OUT's newest checkpoint and fails without one; "auto"
+    continues from it when there is one, else starts at step 0. A run that does not
+    resume replaces OUT's checkpoints with its own."""
     out = Path(out_dir)
     name = cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     env = _init_distributed(name.split(":")[0])
@@ -249,19 +242,32 @@ def train(
             dist.destroy_process_group()
 
 
-def _verify(shard_dirs: Sequence[str | os.PathLike], cache_dir: Path | None, out: Path) -> None:
-    """Every shard file against its manifest, before any training; the digests of files
-    already checked are kept in OUT/verified-shards.json."""
+def _verify(shard_dirs: Sequence[str | os.PathLike], cache_dir: Path | None, out: Path, env: _Dist) -> None:
+    """Every shard file against its manifest, before any training, by the first rank of
+    each machine (each may read its own copy) while the others wait for the verdicts; the
+    digests of files already checked are kept in OUT/verified-shards.json."""
+    problem = _verify_here(shard_dirs, cache_dir, out) if env.local_rank == 0 else None
+    if env.world > 1:
+        verdicts: list[str | None] = [None] * env.world
+        dist.all_gather_object(verdicts, problem)
+        problem = next((v for v in verdicts if v), None)
+    if problem:
+        raise ConfigError(f"{problem} (to train on them anyway: --no-verify)")
+
+
+def _verify_here(shard_dirs: Sequence[str | os.PathLike], cache_dir: Path | None, out: Path) -> str | None:
+    """What is wrong with the shards (None: nothing)."""
     record = out / VERIFIED
     digests = json.loads(record.read_text()) if record.exists() else {}
-    for shard_dir in shard_dirs:
-        if problems := verify_shards(cached_shard_dir(shard_dir, cache_dir), digests):
-            raise ConfigError(f"{display(to_uri(shard_dir))}: the shards do not match their manifest: "
-                              + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else "")
-                              + " (to train on them anyway: --no-verify)")
+    try:
+        for shard_dir in shard_dirs:
+            ShardReader(shard_dir, verify=True, cache_dir=cache_dir, digests=digests)
+    except ShardMismatch as exc:
+        return str(exc)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(record) as tmp:
         tmp.write_text(json.dumps(digests, indent=1, sort_keys=True))
+    return None
 
 
 def _dataset(cfg: TrainConfig, shard_dirs: Sequence[str | os.PathLike], env: _Dist) -> ShardDataset:
@@ -325,13 +331,13 @@ def _train(
         )
     accum = cfg.global_batch_size // per_round
     if cfg.verify_shards:
-        _verify(shard_dirs, Path(cfg.cache_dir) if cfg.cache_dir else None, out)
+        _verify(shard_dirs, Path(cfg.cache_dir) if cfg.cache_dir else None, out, env)
     data = _dataset(cfg, shard_dirs, env)
-    ckpt_path = out / CHECKPOINT
-    if resume is True and not ckpt_path.exists():
-        raise ConfigError(f"--resume: there is no checkpoint at {ckpt_path} (to start at step 0 "
-                          "when there is none, use --resume=auto)")
-    ckpt = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    checkpoints = Checkpoints(out, cfg.keep_checkpoints, resumed=bool(resume))
+    if resume is True and checkpoints.newest() is None:
+        raise ConfigError(f"--resume: there is no checkpoint in {out} (checkpoint-<step>.pt; to start at "
+                          "step 0 when there is none, use --resume=auto)")
+    ckpt = checkpoints.load_newest() if resume and checkpoints.newest() else None
     model_cfg = dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or data.vocab_size)
     init = None
     if ckpt is not None:
@@ -427,7 +433,7 @@ def _train(
                 metrics.flush()
             if step % cfg.checkpoint_every == 0 or step == last:
                 _save_checkpoint(
-                    out, env, model, optimizer, scheduler, data, cfg, model_cfg, step, tokens_seen
+                    checkpoints, env, model, optimizer, scheduler, data, cfg, model_cfg, step, tokens_seen
                 )
     finally:
         if metrics:
@@ -450,7 +456,7 @@ def _train(
         "parameters": model.num_params(embeddings=True),
         "model": dataclasses.asdict(model_cfg),
         "shares": data.shares(),
-        "checkpoint": str(out / CHECKPOINT),
+        "checkpoint": str(checkpoints.newest()) if checkpoints.newest() else None,
         "metrics": str(metrics_path),
         "loss_curve": str(curve) if curve else None,
     }
@@ -474,7 +480,7 @@ def _peak_flops(device: torch.device) -> float | None:
 
 
 def _save_checkpoint(
-    out, env, model, optimizer, scheduler, data, cfg, model_cfg, step, tokens
+    checkpoints, env, model, optimizer, scheduler, data, cfg, model_cfg, step, tokens
 ) -> None:
     loader_state = data.state_dict()
     if loader_state["samples"] != step * cfg.global_batch_size:
@@ -497,10 +503,7 @@ def _save_checkpoint(
             "config": dataclasses.asdict(cfg),
             "model_config": dataclasses.asdict(model_cfg),
         }
-        # a crash mid-write leaves the previous checkpoint; saved to a path (not a file
-        # object), so torch names the archive inside after it, as ever
-        with atomic_path(out / CHECKPOINT) as tmp:
-            torch.save(state, tmp)
+        checkpoints.save(state, step)
     if env.world > 1:
         dist.barrier()
 

@@ -18,6 +18,8 @@ from codemill.pipelines.task import stage_task
 from codemill.stats import StageStats
 from codemill.storage.folder import Folder
 from codemill.tokenize.shards import fim_layout, read_manifest, verify_shards
+from codemill.tokenize.tokenizer import load_tokenizer
+from codemill.train_hooks.shards import to_hf_dataset
 
 from support import attempts, free_port, listening, output_dir, run_dag, wait_for, write_config
 
@@ -62,6 +64,21 @@ def test_shards_of_both_mixes(finished_run):
         assert fim_layout(shard_dir) == (counts["docs_psm"] + counts["docs_spm"], 0)
     python_plan = read_manifest(output_dir(stage_task("shards", finished_run, item="python")))
     assert set(python_plan["mix"]["epochs"]) == {"python", "code", "nl_code", "nl"}
+
+
+def test_shards_folder_reads_as_a_hugging_face_dataset(finished_run, tmp_path):
+    import datasets
+    from transformers import AutoTokenizer
+
+    root = Path(load_config(finished_run).out) / "shards"
+    for mix in ("base", "python"):
+        loaded = datasets.load_dataset(str(root), mix, split="train", cache_dir=str(tmp_path))
+        expected = to_hf_dataset(output_dir(stage_task("shards", finished_run, item=mix)))
+        for column in ("input_ids", "doc_starts", "num_tokens"):
+            assert loaded[column] == expected[column], (mix, column)
+    tok = load_tokenizer(root / "tokenizer.model")
+    text = (root / "README.md").read_text(encoding="utf-8")
+    assert AutoTokenizer.from_pretrained(root)(text).input_ids == [tok.bos_id] + tok.encode(text)
 
 
 def test_shards_inspect_command(finished_run):

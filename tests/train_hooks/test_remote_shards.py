@@ -98,7 +98,8 @@ def test_a_remote_directory_streams_and_resumes_like_the_local_one(s3_bucket, co
 def test_the_cache_downloads_once_and_fetches_a_damaged_file_again(s3_bucket, code, tmp_path, monkeypatch):
     remote = upload(code, f"{s3_bucket}/shards/code")
     manifest = read_manifest(code)
-    files = [manifest["tokenizer"]["file"]] + [s["file"] for s in manifest["shards"]]
+    tokenizer = manifest["tokenizer"]
+    files = [tokenizer["file"], *tokenizer["hf_files"]] + [s["file"] for s in manifest["shards"]]
     entry = cached_shard_dir(remote, tmp_path / "cache")
     assert entry.parent == tmp_path / "cache"
     for name in files:
@@ -113,17 +114,18 @@ def test_the_cache_downloads_once_and_fetches_a_damaged_file_again(s3_bucket, co
     assert cached_shard_dir(remote, tmp_path / "cache") == entry
     assert identities() == before  # nothing downloaded, nothing rewritten
 
-    damaged = entry / files[2]
+    victim = manifest["shards"][1]["file"]
+    damaged = entry / victim
     with open(damaged, "r+b") as f:
         f.seek(100)
         byte = f.read(1)
         f.seek(100)
         f.write(bytes([byte[0] ^ 0xFF]))
     assert cached_shard_dir(remote, tmp_path / "cache") == entry
-    assert damaged.read_bytes() == (code / files[2]).read_bytes()
+    assert damaged.read_bytes() == (code / victim).read_bytes()
     after = identities()
-    assert after[files[2]] != before[files[2]]
-    assert {n: after[n] for n in files if n != files[2]} == {n: before[n] for n in files if n != files[2]}
+    assert after[victim] != before[victim]
+    assert {n: after[n] for n in files if n != victim} == {n: before[n] for n in files if n != victim}
 
     monkeypatch.setenv("CODEMILL_CACHE", str(tmp_path / "env-cache"))
     assert cached_shard_dir(remote).parent == tmp_path / "env-cache"

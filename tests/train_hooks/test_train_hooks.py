@@ -29,6 +29,7 @@ from codemill.tokenize.shards import (
     write_manifest,
 )
 from codemill.tokenize.tokenizer import train_tokenizer
+from codemill.train_hooks.checkpoints import LATEST, checkpoint_path, find_checkpoints, step_of
 from codemill.train_hooks.dataset import (
     IGNORE,
     LoaderStateError,
@@ -40,7 +41,6 @@ from codemill.train_hooks.dataset import (
 from codemill.train_hooks.model import ModelConfig, Transformer, loss_sum
 from codemill.train_hooks.shards import instruction_schema, to_hf_dataset
 from codemill.train_hooks.train import (
-    CHECKPOINT,
     lcft_config,
     load_train_config,
     tiny_config,
@@ -465,7 +465,7 @@ def test_checkpoints_resume_to_the_same_losses(shards, tmp_path):
     ]
     assert [r["step"] for r in history] == list(range(1, 9))
     assert (tmp_path / "split" / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    ckpt = torch.load(tmp_path / "split" / CHECKPOINT, weights_only=True)
+    ckpt = torch.load(tmp_path / "split" / LATEST, weights_only=True)
     assert ckpt["step"] == 8 and ckpt["loader"]["samples"] == 64
     with pytest.raises(ConfigError, match="lr"):
         train(dataclasses.replace(cfg, lr=1e-2, steps=9), dirs, tmp_path / "split", resume=True)
@@ -516,44 +516,65 @@ def test_ddp_under_torchrun_matches_one_process(shards, tmp_path):
     )
     single = train(load_train_config(config), [shards["code"]], tmp_path / "one")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "codemill.train_hooks.train",
-            "--config",
-            str(config),
-            str(shards["code"]),
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "codemill.train_hooks.train", "--config", str(config)]
+    run = subprocess.run([*torchrun, str(shards["code"]), "--out", str(tmp_path / "two")], env=env,
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     two = [
         json.loads(x)["loss"] for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     ]
     np.testing.assert_allclose(two, single["losses"], rtol=1e-5)
 
+    # the machine's first rank verifies the shards; a mismatch stops both ranks with its message
+    flipped = shutil.copytree(shards["code"], tmp_path / "code")
+    victim = flipped / "shard-00001.arrow"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    run = subprocess.run([*torchrun, str(flipped), "--out", str(tmp_path / "three")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines()
+              if "ConfigError: " in line and "shard-00001.arrow: sha256 differs from the manifest" in line]
+    assert sorted(line.split(":")[0] for line in errors) == ["[rank0]", "[rank1]"], run.stderr[-3000:]
+
 
 def test_resume_needs_a_checkpoint_unless_auto_and_a_broken_one_is_named(shards, tmp_path):
     dirs = [shards["code"]]
     cfg = dataclasses.replace(_tiny(), steps_per_run=1)
-    with pytest.raises(ConfigError, match=r"no checkpoint at .*checkpoint\.pt.*--resume=auto"):
+    with pytest.raises(ConfigError, match=r"no checkpoint in .*run \(checkpoint-<step>\.pt.*--resume=auto"):
         train(cfg, dirs, tmp_path / "run", resume=True)
     assert len(train(cfg, dirs, tmp_path / "run", resume="auto")["losses"]) == 1  # fresh start
-    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = checkpoint_path(tmp_path / "run", 1)
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a copy cut short
-    with pytest.raises(ConfigError, match=r"checkpoint\.pt: not a readable checkpoint"):
+    with pytest.raises(ConfigError, match=r"checkpoint-00000001\.pt: not a readable checkpoint.*no earlier one"):
         train(cfg, dirs, tmp_path / "run", resume="auto")
+
+
+def test_the_last_checkpoints_are_kept_and_a_broken_newest_offers_the_one_before(shards, tmp_path):
+    dirs, out = [shards["code"]], tmp_path / "run"
+    cfg = _tiny(checkpoint_every=2, keep_checkpoints=2)  # 8 steps
+
+    def kept() -> list[int]:
+        return [step_of(p) for p in find_checkpoints(out)]
+
+    assert train(dataclasses.replace(cfg, steps_per_run=6), dirs, out)["checkpoint"] == str(checkpoint_path(out, 6))
+    assert kept() == [4, 6] and (out / LATEST).resolve() == checkpoint_path(out, 6)
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]  # each written under a temporary name
+    newest = checkpoint_path(out, 6)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match=r"checkpoint-00000006\.pt: not a readable checkpoint .*the one before is "
+                       r".*checkpoint-00000004\.pt \(step 4\): move checkpoint-00000006\.pt away and --resume"):
+        train(cfg, dirs, out, resume=True)
+    newest.rename(tmp_path / "broken.pt")
+    resumed = train(cfg, dirs, out, resume=True)
+    assert resumed["steps"] == 8 and len(resumed["losses"]) == 4 and kept() == [6, 8]
+    # a run that starts over replaces them
+    train(dataclasses.replace(cfg, steps_per_run=2), dirs, out)
+    assert kept() == [2] and (out / LATEST).resolve() == checkpoint_path(out, 2)
+    with pytest.raises(ConfigError, match=r"keep_checkpoints: 0 is out of range: must be in \[1, 1000\]"):
+        load_train_config(None, ["keep_checkpoints=0"])
 
 
 def test_shards_are_verified_before_training_and_once_per_unchanged_file(shards, tmp_path):
