@@ -54,7 +54,7 @@ def load_eval_config(path: str | os.PathLike | None = None, overrides: Sequence[
 
 def _refuse_checkpoint(path: Path) -> None:
     """A training checkpoint is not a model directory: say how to make one of it."""
-    from codemill.train_hooks.train import CHECKPOINT
+    from codemill.train_hooks.checkpoints import LATEST as CHECKPOINT
 
     if path.is_file() or (path / CHECKPOINT).is_file():
         raise ConfigError(f"model.path: {path} is a training checkpoint, not a model directory; export it "

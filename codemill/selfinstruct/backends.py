@@ -12,7 +12,10 @@ model call and a crashed run resumes where it stopped. `DataParallelBackend`
 splits each call's prompts across worker processes, one per device.
 
 Prompts are chat text that starts with the BOS string (`<s>[INST] …`), so the
-backends tokenize them without adding another BOS.
+backends tokenize them without adding another BOS. The transformers backend turns
+that leading string into the BOS id itself: a tokenizer that reads special-token
+text as plain text (codemill's own, so that code cannot forge control ids) would
+otherwise spell it out.
 """
 
 from __future__ import annotations
@@ -142,8 +145,8 @@ class TransformersBackend(Backend):
 
     def _generate_batch(self, batch: Sequence[str], sampling: SamplingSettings) -> list[str]:
         torch = self._torch
-        enc = self.tokenizer(list(batch), return_tensors="pt", padding=True,
-                             add_special_tokens=False).to(self.device)
+        enc = self.tokenizer.pad({"input_ids": [prompt_ids(self.tokenizer, p) for p in batch]},
+                                 return_tensors="pt", padding=True).to(self.device)
         options: dict[str, Any] = dict(max_new_tokens=sampling.max_new_tokens,
                                        num_return_sequences=sampling.n,
                                        pad_token_id=self.tokenizer.pad_token_id)
@@ -163,6 +166,14 @@ class TransformersBackend(Backend):
 
     def close(self) -> None:
         self.model = None
+
+
+def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """A prompt's token ids: a leading BOS string as the BOS id, the rest as text."""
+    bos = tokenizer.bos_token
+    if bos and prompt.startswith(bos):
+        return [tokenizer.bos_token_id, *tokenizer.encode(prompt[len(bos):], add_special_tokens=False)]
+    return tokenizer.encode(prompt, add_special_tokens=False)
 
 
 def _batch_seed(seed: int, batch: Sequence[str]) -> int:

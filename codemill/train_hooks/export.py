@@ -31,8 +31,8 @@ import torch
 
 from codemill.errors import ConfigError, InputError
 from codemill.tokenize.shard_format import TOKENIZER_FILE
+from codemill.train_hooks.checkpoints import LATEST as CHECKPOINT
 from codemill.train_hooks.model import ModelConfig
-from codemill.train_hooks.train import CHECKPOINT
 
 WEIGHTS = "model.safetensors"
 # What `AutoTokenizer` reads besides tokenizer.model, copied when the source has them.

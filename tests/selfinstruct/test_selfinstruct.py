@@ -28,6 +28,7 @@ from codemill.selfinstruct.backends import (
     TransformersBackend,
     VLLMBackend,
     make_backend,
+    prompt_ids,
 )
 from codemill.selfinstruct.config import ModelBackendConfig, SamplingSettings
 from codemill.selfinstruct.parse import ParseStats, parse_questions, parse_solution, parse_tests
@@ -216,6 +217,18 @@ def tiny_llama(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.mark.parametrize("split_special_tokens", [False, True])
+def test_a_leading_bos_string_becomes_the_bos_id_whatever_the_tokenizer_makes_of_its_text(
+        tiny_llama, split_special_tokens):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama, split_special_tokens=split_special_tokens)
+    ids = prompt_ids(tokenizer, "<s>[INST] sort a list [/INST]")
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    assert ids[1:] == tokenizer.encode("[INST] sort a list [/INST]", add_special_tokens=False)
+    assert prompt_ids(tokenizer, "def f():") == tokenizer.encode("def f():", add_special_tokens=False)
 
 
 def test_transformers_backend_loads_a_local_model_and_samples_n_per_prompt(tiny_llama):

@@ -15,10 +15,11 @@ from test_train_hooks import STDLIB, make_shards
 
 from codemill.cli import main
 from codemill.tokenize.tokenizer import train_tokenizer
+from codemill.train_hooks.checkpoints import LATEST as CHECKPOINT
 from codemill.train_hooks.dataset import ShardDataset, ShardLoader
 from codemill.train_hooks.export import read_checkpoint
 from codemill.train_hooks.model import ModelConfig, Transformer, document_mask
-from codemill.train_hooks.train import CHECKPOINT, tiny_config, train
+from codemill.train_hooks.train import tiny_config, train
 
 torch.set_num_threads(1)
 SEQ = 128
@@ -54,8 +55,9 @@ def test_exported_model_gives_codemills_logits_on_packed_rows(run, capsys):
     out = run["root"] / "hf"
     assert main(["export-hf", str(run["train"]), "--tokenizer", str(run["shards"]), "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["tokenizer_files"] == ["tokenizer.model"]
-    assert (out / "tokenizer.model").read_bytes() == (run["shards"] / "tokenizer.model").read_bytes()
+    names = ["special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json"]
+    assert sorted(summary["tokenizer_files"]) == names
+    assert all((out / n).read_bytes() == (run["shards"] / n).read_bytes() for n in names)
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and config["max_position_embeddings"] == SEQ
 
