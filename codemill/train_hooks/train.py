@@ -390,6 +390,9 @@ def _train(
     init = None
     if ckpt is not None:
         _check_resumable(ckpt["config"], cfg)
+        if not all(isinstance(name, str) for group in ckpt["optimizer"]["param_groups"] for name in group["params"]):
+            raise ConfigError(f"{checkpoints.newest()}: its optimizer state is by parameter index, as written before "
+                              "FSDP came in; it cannot resume (init_from starts a new run from its weights)")
         model_cfg = ModelConfig(**ckpt["model_config"])
     elif cfg.init_from:
         # Long-context fine-tuning: the architecture and weights of the checkpoint, the

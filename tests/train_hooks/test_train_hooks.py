@@ -465,6 +465,13 @@ def test_checkpoints_resume_to_the_same_losses(shards, tmp_path):
     assert (tmp_path / "split" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     ckpt = torch.load(tmp_path / "split" / LATEST, weights_only=True)
     assert ckpt["step"] == 8 and ckpt["loader"]["samples"] == 64
+    # optimizer state by index, as checkpoints were before FSDP: refused with why
+    model = Transformer(ModelConfig(**ckpt["model_config"]))
+    ckpt["optimizer"] = torch.optim.AdamW(model.parameters()).state_dict()
+    old = shutil.copytree(tmp_path / "split", tmp_path / "old")
+    torch.save(ckpt, old / checkpoint_path(old, 8).name)
+    with pytest.raises(ConfigError, match=r"checkpoint-00000008\.pt: its optimizer state is by parameter index"):
+        train(cfg, dirs, old, resume=True)
     with pytest.raises(ConfigError, match="lr"):
         train(dataclasses.replace(cfg, lr=1e-2, steps=9), dirs, tmp_path / "split", resume=True)
 
