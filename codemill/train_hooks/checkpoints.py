@@ -55,7 +55,8 @@ class Checkpoints:
         """The newest checkpoint; an unreadable one is named with the one before it."""
         newest = self.kept[-1]
         try:
-            return torch.load(newest, map_location="cpu", weights_only=True)
+            # mapped, not read: every rank of a machine loads it and shares the pages
+            return torch.load(newest, map_location="cpu", weights_only=True, mmap=True)
         except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             raise ConfigError(f"{newest}: not a readable checkpoint ({reason}); {self._way_back()}") from None

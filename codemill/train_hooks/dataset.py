@@ -14,6 +14,18 @@ of (seed, k):
   permutation of range(rows) keyed by (seed, source, e) — a new order every epoch,
   O(1) memory however many rows, no table to cache.
 
+The held-out slice (`held_out_rows`, for a held-out loss). `RowSplit` sets aside that
+many rows of every source, in runs of HELD_OUT_RUN consecutive rows: the source's
+whole runs are ordered by a Feistel permutation keyed by the source's name alone (not
+the seed: runs with other seeds are judged on the same rows, and a smaller slice is
+part of a larger one), the first held_out_rows / HELD_OUT_RUN runs are held out, and
+the stream above reads only the other rows (c indexes them; the rows of the last,
+partial run always train). So the slice never enters training in any epoch, is the
+same for any world size, micro-batch size, worker count or resume, and costs no table.
+Runs, rather than single rows, because packing cuts documents across neighbouring
+rows: only documents crossing a run's two edges are seen in part by both sides.
+`held_out_batches()` reads the slice.
+
 Who reads what. Global micro-batch g holds samples g·b … g·b+b-1 (b = micro-batch
 size). Rank r of W reads g = m·W + r for its m-th micro-batch; its DataLoader worker
 i of n reads the runs of consecutive m numbered i, i+n, … (one run per message; the
@@ -62,10 +74,15 @@ IGNORE = -100  # the label torch's cross_entropy skips by default
 _BLOCK = 128  # units of micro-batches whose sample indices are computed in one call
 _MESSAGE_BYTES = 1 << 20  # about this many token bytes per worker -> trainer message
 _MAX_UNITS = 1 << 20  # weight quantum: keeps i·units inside int64 for i < 2^42 samples
+HELD_OUT_RUN = 32  # consecutive rows held out together (module docstring)
 
 
 class LoaderStateError(RuntimeError):
     pass
+
+
+class HeldOutError(ValueError):
+    """A held-out slice a source cannot give."""
 
 
 # --- the global sample index ----------------------------------------------------------
@@ -179,11 +196,46 @@ class Mixture:
         return out
 
 
-class GlobalIndex:
-    """Sample k -> (source, row), from (seed, k) alone."""
+class RowSplit:
+    """A source's rows: a held-out slice of `held_out` rows in runs of HELD_OUT_RUN,
+    and the training rows (module docstring)."""
 
-    def __init__(self, rows: Sequence[int], weights: Sequence[float], seed: int) -> None:
-        self.rows = list(rows)
+    def __init__(self, rows: int, held_out: int, name: str) -> None:
+        if held_out % HELD_OUT_RUN or not 0 <= held_out <= rows // 2:
+            raise HeldOutError(
+                f"{name}: cannot hold out {held_out} of its {rows} rows (held-out rows come in "
+                f"runs of {HELD_OUT_RUN} and may be at most half of a source)"
+            )
+        self.rows = rows
+        self.held_runs = held_out // HELD_OUT_RUN
+        self.training_rows = rows - held_out
+        runs = rows // HELD_OUT_RUN
+        self._runs = Permutation(runs, "held-out", name) if self.held_runs else None
+        self._training_in_runs = (runs - self.held_runs) * HELD_OUT_RUN
+
+    def held_out(self) -> np.ndarray:
+        """The held-out rows, ascending."""
+        if self._runs is None:
+            return np.empty(0, dtype=np.int64)
+        runs = np.sort(self._runs(np.arange(self.held_runs)))
+        return (runs[:, None] * HELD_OUT_RUN + np.arange(HELD_OUT_RUN)).ravel()
+
+    def training(self, t: np.ndarray) -> np.ndarray:
+        """Training row number t (0 <= t < training_rows) -> its row in the source."""
+        if self._runs is None:
+            return t
+        in_runs = t < self._training_in_runs
+        run = self._runs(self.held_runs + t[in_runs] // HELD_OUT_RUN)
+        row = t + (self.rows - self.training_rows)  # the partial run at the end
+        row[in_runs] = run * HELD_OUT_RUN + t[in_runs] % HELD_OUT_RUN
+        return row
+
+
+class GlobalIndex:
+    """Sample k -> (source, row), from (seed, k) alone; held-out rows never come up."""
+
+    def __init__(self, splits: Sequence[RowSplit], weights: Sequence[float], seed: int) -> None:
+        self.splits = list(splits)
         self.seed = seed
         self.mixture = Mixture(weights)
         self._perms: OrderedDict[tuple[int, int], Permutation] = OrderedDict()
@@ -193,17 +245,18 @@ class GlobalIndex:
         row = np.empty_like(c)
         for s in np.unique(source):
             at = np.flatnonzero(source == s)
-            epoch, pos = np.divmod(c[at], self.rows[s])
+            split = self.splits[s]
+            epoch, pos = np.divmod(c[at], split.training_rows)
             for e in np.unique(epoch):
                 sel = epoch == e
-                row[at[sel]] = self._permutation(int(s), int(e))(pos[sel])
+                row[at[sel]] = split.training(self._permutation(int(s), int(e))(pos[sel]))
         return source, row
 
     def _permutation(self, source: int, epoch: int) -> Permutation:
         key = (source, epoch)
         if key not in self._perms:
-            self._perms[key] = Permutation(self.rows[source], self.seed, source, epoch)
-            if len(self._perms) > 4 * len(self.rows):
+            self._perms[key] = Permutation(self.splits[source].training_rows, self.seed, source, epoch)
+            if len(self._perms) > 4 * len(self.splits):
                 self._perms.popitem(last=False)
         self._perms.move_to_end(key)
         return self._perms[key]
@@ -216,11 +269,13 @@ class ShardDataset(IterableDataset):
     """Micro-batches of the global stream for one rank (see the module docstring).
 
     `weights`: one per directory (any positive scale), or None for each directory's
-    natural share (its rows). `samples`: stop after this many global samples (a
-    multiple of world_size × micro_batch_size, so every rank gets as many batches and
-    none waits at the end); None streams on forever, epoch after epoch. `dirs` may be
-    s3://, gs://, hdfs:// URIs, downloaded once into `cache_dir` (codemill.storage.cache);
-    the state knows sources by name and checksums, so it resumes from any copy.
+    natural share (its training rows). `held_out_rows`: rows of each directory kept out
+    of the stream for a held-out loss (module docstring). `samples`: stop after this
+    many global samples (a multiple of world_size × micro_batch_size, so every rank gets
+    as many batches and none waits at the end); None streams on forever, epoch after
+    epoch. `dirs` may be s3://, gs://, hdfs:// URIs, downloaded once into `cache_dir`
+    (codemill.storage.cache); the state knows sources by name and checksums, so it
+    resumes from any copy.
     """
 
     def __init__(
@@ -232,6 +287,7 @@ class ShardDataset(IterableDataset):
         seed: int = 0,
         long_context: bool = False,
         answers_only: bool = False,
+        held_out_rows: int = 0,
         samples: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
@@ -240,8 +296,9 @@ class ShardDataset(IterableDataset):
     ) -> None:
         self.readers: list[ShardReader] = open_shard_dirs(dirs, verify, cache_dir)
         self.names = [r.name for r in self.readers]
+        self.splits = [RowSplit(r.rows, held_out_rows, r.name) for r in self.readers]
         if weights is None:
-            weights = [r.rows for r in self.readers]
+            weights = [split.training_rows for split in self.splits]
         if len(weights) != len(self.readers):
             raise ValueError(f"{len(weights)} weights for {len(self.readers)} shard directories")
         if answers_only and (plain := [r.name for r in self.readers if not r.has_loss_spans]):
@@ -264,7 +321,7 @@ class ShardDataset(IterableDataset):
                 f"= {self.samples_per_round}: ranks would get unequal numbers of batches"
             )
         self.samples = samples
-        self.index = GlobalIndex([r.rows for r in self.readers], weights, seed)
+        self.index = GlobalIndex(self.splits, weights, seed)
         self.config = {
             "version": STATE_VERSION,
             "seed": seed,
@@ -274,6 +331,8 @@ class ShardDataset(IterableDataset):
             "long_context": long_context,
             "answers_only": answers_only,
         }
+        if held_out_rows:  # absent without a slice: such a stream and its states are as before
+            self.config["held_out"] = {"rows": held_out_rows, "run": HELD_OUT_RUN}
         blob = json.dumps(self.config, sort_keys=True).encode()
         self.fingerprint = hashlib.sha256(blob).hexdigest()
         self._consumed = 0  # global samples delivered to the trainer
@@ -323,8 +382,8 @@ class ShardDataset(IterableDataset):
         return {name: c / total for name, c in counts.items()}
 
     def epochs(self, samples: int | None = None) -> dict[str, float]:
-        """How many passes over each source the samples consumed amount to."""
-        return {n: c / r.rows for (n, c), r in zip(self.counts(samples).items(), self.readers)}
+        """How many passes over each source's training rows the samples consumed amount to."""
+        return {n: c / split.training_rows for (n, c), split in zip(self.counts(samples).items(), self.splits)}
 
     def _delivered(self, g: int) -> None:
         # Idempotent: the in-process iterator and ShardLoader may both report a batch.
@@ -372,14 +431,43 @@ class ShardDataset(IterableDataset):
                 ms = ms[ms < stop]
             gs = ms * self.world_size + self.rank
             source, row = self.index((gs[:, None] * b + np.arange(b)).ravel())
-            chunk, local = np.empty_like(row), np.empty_like(row)
-            for s in np.unique(source):
-                at = source == s
-                chunk[at], local[at] = self.readers[s].locate(row[at])
+            chunk, local = self._locate(source, row)
             for j, g in enumerate(gs.tolist()):
                 part = slice(j * b, (j + 1) * b)
                 yield self._gather(g, chunks, source[part], row[part], chunk[part], local[part])
             unit += _BLOCK * workers
+
+    def _locate(self, source: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk, row inside the chunk) of each (source, row)."""
+        chunk, local = np.empty_like(row), np.empty_like(row)
+        for s in np.unique(source):
+            at = source == s
+            chunk[at], local[at] = self.readers[s].locate(row[at])
+        return chunk, local
+
+    def held_out_batches(self) -> Iterator[dict[str, Any]]:
+        """This rank's share of every source's held-out rows, in micro-batches like the
+        training ones (global micro-batch g = m·W + r, as in the stream). Every rank gets
+        as many: the last ones are filled up with rows whose labels are all ignored, so
+        that collective forward passes (FSDP) stay in step. Reads no training state."""
+        held = [split.held_out() for split in self.splits]
+        source = np.concatenate([np.full(len(rows), s, dtype=np.int64) for s, rows in enumerate(held)])
+        row = np.concatenate(held)
+        real = len(row)
+        if real == 0:
+            return
+        filled = -(-real // self.samples_per_round) * self.samples_per_round
+        source = np.concatenate([source, np.full(filled - real, source[0])])
+        row = np.concatenate([row, np.full(filled - real, row[0])])
+        chunk, local = self._locate(source, row)
+        chunks = [r.chunks()[0] for r in self.readers]
+        b = self.micro_batch_size
+        for m in range(filled // self.samples_per_round):
+            g = m * self.world_size + self.rank
+            part = slice(g * b, (g + 1) * b)
+            batch = self.expand(self._gather(g, chunks, source[part], row[part], chunk[part], local[part]))
+            batch["labels"][np.arange(g * b, (g + 1) * b) >= real] = IGNORE
+            yield batch
 
     def _gather(
         self,

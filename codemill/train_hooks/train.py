@@ -16,8 +16,17 @@ GPUs continues the same computation.
 
 Multi-GPU: `torchrun --nproc_per_node N -m codemill.train_hooks.train --config C DIR… --out OUT`
 (NCCL on GPUs, gloo on CPUs; one rank per machine verifies the shards, the others wait).
-Checkpoints (codemill.train_hooks.checkpoints) hold model, optimizer, scheduler, loader
-state and RNG states; a resumed run's losses equal an uninterrupted run's.
+FSDP2 by default: every block's weights, gradients and AdamW states are sharded over the
+ranks and gathered per block when used (bf16 gathers and fp32 gradient reductions on
+CUDA); `parallel = "ddp"` keeps a whole copy per rank. Checkpoints
+(codemill.train_hooks.checkpoints) hold the full model and optimizer state, gathered to
+rank 0 (the same file whatever the world size or sharding, so a run resumes on any
+number of ranks and export reads it), scheduler, loader state and RNG states; a resumed
+run's losses equal an uninterrupted run's.
+
+Held-out loss: with `eval_every`, `eval_rows` rows of every shard directory are set
+aside (codemill.train_hooks.dataset, RowSplit) and their mean loss, over every rank's
+share, is logged beside the training loss every `eval_every` steps.
 """
 
 from __future__ import annotations
@@ -36,6 +45,10 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from codemill.config.loader import Section, invalid, load, parse_override, read_toml, setting
@@ -43,8 +56,8 @@ from codemill.errors import ConfigError
 from codemill.storage.local import atomic_path
 from codemill.storage.uri import is_local
 from codemill.train_hooks.checkpoints import Checkpoints
-from codemill.train_hooks.dataset import IGNORE, ShardDataset, ShardLoader
-from codemill.train_hooks.model import ModelConfig, Transformer, loss_sum
+from codemill.train_hooks.dataset import HELD_OUT_RUN, IGNORE, HeldOutError, ShardDataset, ShardLoader
+from codemill.train_hooks.model import AttentionKind, ModelConfig, Transformer, loss_sum
 from codemill.train_hooks.shards import ShardMismatch, ShardReader, source_name
 
 METRICS = "metrics.jsonl"
@@ -62,6 +75,12 @@ RESUMABLE_CHANGES = {
     "micro_batch_size",
     "cache_dir",
     "verify_shards",
+    "eval_every",  # which rows are held out is checked on its own (_check_resumable)
+    "eval_rows",
+    "parallel",
+    "attention",
+    "activation_checkpointing",
+    "compile",
 }
 
 
@@ -100,8 +119,21 @@ class TrainConfig(Section):
     # check every shard file against its manifest's sha256 before training (a file unchanged
     # since the last check, by size and modification time, is not hashed again)
     verify_shards: bool = True
+    # the loss on a held-out slice every this many steps and at the last; 0: none, nothing held out
+    eval_every: int = setting(0, ge=0)
+    # rows of each shard directory held out while eval_every > 0, in runs of 32 (never trained on)
+    eval_rows: int = setting(1024, ge=HELD_OUT_RUN)
+    # several ranks: "fsdp" shards weights, gradients and optimizer states (FSDP2); "ddp" copies them
+    parallel: Literal["fsdp", "ddp"] = "fsdp"
+    # packed documents kept apart by one SDPA call per document, or by a dense mask (model.py)
+    attention: AttentionKind = "documents"
+    activation_checkpointing: bool = False  # recompute each block in the backward pass: less memory
+    compile: bool = False  # torch.compile each block
 
     def check(self) -> None:
+        if self.eval_rows % HELD_OUT_RUN:
+            raise invalid("eval_rows", f"{self.eval_rows} is not a multiple of {HELD_OUT_RUN} "
+                                       f"(rows are held out in runs of {HELD_OUT_RUN} consecutive rows)")
         for name, weight in self.weights.items():
             if not weight > 0:
                 raise invalid(("weights", name), f"weight {weight} must be positive")
@@ -122,6 +154,7 @@ def tiny_config() -> TrainConfig:
         num_workers=0,
         log_every=20,
         checkpoint_every=100,
+        eval_rows=64,
     )
 
 
@@ -212,11 +245,18 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, cuda: bool) -> torch.op
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
     now = dataclasses.asdict(cfg)
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if _held_out_rows(saved) != _held_out_rows(now):
+        changed.append("held-out rows (eval_every, eval_rows)")
     if changed:
         raise ConfigError(
             f"cannot resume: the checkpoint was trained with other {', '.join(changed)} "
             "(start a new output directory, or use init_from to start from its weights)"
         )
+
+
+def _held_out_rows(cfg: dict[str, Any]) -> int:
+    """Rows of each shard directory the training stream leaves out (see TrainConfig)."""
+    return cfg.get("eval_rows", 0) if cfg.get("eval_every") else 0
 
 
 def train(
@@ -277,17 +317,21 @@ def _dataset(cfg: TrainConfig, shard_dirs: Sequence[str | os.PathLike], env: _Di
     if cfg.weights and (missing := set(names) - set(cfg.weights)):
         raise ConfigError(f"no mixing weight for shard directories {sorted(missing)}")
     weights = [cfg.weights[n] for n in names] if cfg.weights else None
-    data = ShardDataset(
-        shard_dirs,
-        weights,
-        micro_batch_size=cfg.micro_batch_size,
-        seed=cfg.seed,
-        long_context=cfg.long_context,
-        answers_only=cfg.answers_only,
-        rank=env.rank,
-        world_size=env.world,
-        cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None,
-    )
+    try:
+        data = ShardDataset(
+            shard_dirs,
+            weights,
+            micro_batch_size=cfg.micro_batch_size,
+            seed=cfg.seed,
+            long_context=cfg.long_context,
+            answers_only=cfg.answers_only,
+            held_out_rows=_held_out_rows(dataclasses.asdict(cfg)),
+            rank=env.rank,
+            world_size=env.world,
+            cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None,
+        )
+    except HeldOutError as exc:
+        raise ConfigError(f"eval_rows: {exc}") from None
     if cfg.seq_len and cfg.seq_len != data.seq_len:
         raise ConfigError(f"seq_len is {cfg.seq_len} but the shards hold {data.seq_len}-token rows")
     return data
@@ -301,7 +345,8 @@ def _step(trained, ddp, micro: list[dict[str, Any]], device, autocast, world: in
     )
     if world > 1:
         dist.all_reduce(n_label)
-    # DDP averages gradients over ranks; scale back to a sum over the global batch.
+    # DDP and FSDP average gradients over ranks; scale back to a sum over the global batch.
+    # (FSDP reduces every micro-batch's gradients into its shards: no unsharded copy kept.)
     scale = world / n_label.clamp(min=1)
     total = torch.zeros((), device=device)
     for i, mb in enumerate(micro):
@@ -310,6 +355,7 @@ def _step(trained, ddp, micro: list[dict[str, Any]], device, autocast, world: in
             logits = trained(
                 mb["input_ids"].to(device, non_blocking=True),
                 mb["position_ids"].to(device, non_blocking=True),
+                mb["cu_seqlens"],
             )
             loss = loss_sum(logits, mb["labels"].to(device, non_blocking=True))
         (loss * scale).backward()
@@ -330,6 +376,8 @@ def _train(
             f"{cfg.micro_batch_size} × world size {env.world}"
         )
     accum = cfg.global_batch_size // per_round
+    if cfg.compile:
+        _check_compiles(device)
     if cfg.verify_shards:
         _verify(shard_dirs, Path(cfg.cache_dir) if cfg.cache_dir else None, out, env)
     data = _dataset(cfg, shard_dirs, env)
@@ -342,6 +390,9 @@ def _train(
     init = None
     if ckpt is not None:
         _check_resumable(ckpt["config"], cfg)
+        if not all(isinstance(name, str) for group in ckpt["optimizer"]["param_groups"] for name in group["params"]):
+            raise ConfigError(f"{checkpoints.newest()}: its optimizer state is by parameter index, as written before "
+                              "FSDP came in; it cannot resume (init_from starts a new run from its weights)")
         model_cfg = ModelConfig(**ckpt["model_config"])
     elif cfg.init_from:
         # Long-context fine-tuning: the architecture and weights of the checkpoint, the
@@ -354,29 +405,25 @@ def _train(
         )
 
     torch.manual_seed(cfg.seed)
-    model = Transformer(model_cfg).to(device)
-    optimizer = _optimizer(model, cfg, cuda)
+    model = Transformer(model_cfg, cfg.attention).to(device)
+    if init is not None:
+        model.load_state_dict(init["model"])
+    ddp = _distribute(model, cfg, env, device)
+    trained = ddp or model
+    optimizer = _optimizer(model, cfg, cuda)  # over the sharded parameters, under FSDP
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     step, tokens_seen = 0, 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        set_state_dict(model, optimizer, model_state_dict=ckpt["model"], optim_state_dict=ckpt["optimizer"],
+                       options=StateDictOptions(full_state_dict=True))
         scheduler.load_state_dict(ckpt["scheduler"])
         data.load_state_dict(ckpt["loader"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if cuda and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
         step, tokens_seen = ckpt["step"], ckpt["tokens"]
-    elif init is not None:
-        model.load_state_dict(init["model"])
     del ckpt, init
 
-    ddp = (
-        DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-        if env.world > 1
-        else None
-    )
-    trained = ddp or model
     loader = iter(ShardLoader(data, num_workers=cfg.num_workers))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     tokens_per_step = cfg.global_batch_size * data.seq_len
@@ -388,7 +435,7 @@ def _train(
         _truncate_metrics(metrics_path, step)
         print(
             f"model: {model.num_params(embeddings=True) / 1e6:.2f}M parameters, {model_cfg}; "
-            f"{env.world} rank(s) × {accum} micro-batch(es) of "
+            f"{env.world} rank(s){f' ({cfg.parallel})' if env.world > 1 else ''} × {accum} micro-batch(es) of "
             f"{cfg.micro_batch_size} × {data.seq_len}; "
             f"starting at step {step} of {cfg.steps} on {device}",
             flush=True,
@@ -396,13 +443,17 @@ def _train(
 
     last = cfg.steps if not cfg.steps_per_run else min(cfg.steps, step + cfg.steps_per_run)
     losses: list[float] = []
+    evals: list[tuple[int, float]] = []
     timer, timed_tokens = time.perf_counter(), 0
     metrics = open(metrics_path, "a") if env.main else None
     try:
         while step < last:
             micro = [next(loader) for _ in range(accum)]
             total, n_label = _step(trained, ddp, micro, device, autocast, env.world)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            # max_norm inf measures the norm without clipping
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            if isinstance(grad_norm, DTensor):  # FSDP: the norm over every rank's shard
+                grad_norm = grad_norm.full_tensor()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             lr = scheduler.get_last_lr()[0]
@@ -419,6 +470,13 @@ def _train(
                 "grad_norm": float(grad_norm),
                 "tokens": tokens_seen,
             }
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                began = time.perf_counter()
+                record.update(_evaluate(model, data, device, autocast, env))
+                evals.append((step, record["eval_loss"]))
+                timer += time.perf_counter() - began  # throughput counts training time only
+                if env.main:
+                    print(f"step {step:>6}  held-out loss {record['eval_loss']:.4f}", flush=True)
             if step % cfg.log_every == 0 or step == last:
                 seconds = time.perf_counter() - timer
                 record["tokens_per_s"] = timed_tokens / seconds
@@ -450,6 +508,7 @@ def _train(
         "losses": losses,
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
+        "eval_losses": evals,
         "tokens": tokens_seen,
         "tokens_per_s": sum(rates) / len(rates) if rates else None,
         "mfu": sum(mfus) / len(mfus) if mfus else None,
@@ -460,6 +519,74 @@ def _train(
         "metrics": str(metrics_path),
         "loss_curve": str(curve) if curve else None,
     }
+
+
+def _check_compiles(device: torch.device) -> None:
+    """torch.compile fails only when a compiled function first runs (on a CPU without a C++
+    compiler, say): try a small one now, so that the run stops before training with why."""
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(4, device=device))
+    except Exception as exc:  # whatever the backend raised: the message says what and where
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"compile: torch.compile does not work on {device} here ({type(exc).__name__}: "
+                          f"{first}); set compile = false") from None
+
+
+def _distribute(model: Transformer, cfg: TrainConfig, env: _Dist, device: torch.device
+                ) -> DistributedDataParallel | None:
+    """Activation checkpointing and compilation per block, then the model spread over the
+    ranks: FSDP2 in place, or DDP (returned: the loop calls the wrapper and uses its
+    no_sync). Compiling before sharding, as FSDP2 expects."""
+    model.checkpoint_layers = cfg.activation_checkpointing
+    if cfg.compile:
+        for layer in model.layers:
+            layer.compile()
+    if env.world == 1:
+        return None
+    if cfg.parallel == "ddp":
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    _shard(model, device)
+    return None
+
+
+def _shard(model: Transformer, device: torch.device) -> None:
+    """FSDP2: each block a unit whose weights are gathered just before it runs and freed
+    after; the embeddings, final norm and output belong to the root unit. On CUDA the
+    gathered weights are bf16 and gradients are reduced in fp32; the sharded weights the
+    optimizer updates stay fp32."""
+    policy = MixedPrecisionPolicy()
+    if device.type == "cuda":
+        # cast_forward_inputs off: the RoPE angles stay fp32 (bf16 would round the angles of
+        # late positions)
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                      cast_forward_inputs=False)
+    for layer in model.layers:
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+
+
+def _evaluate(model: Transformer, data: ShardDataset, device: torch.device, autocast, env: _Dist
+              ) -> dict[str, Any]:
+    """The mean loss over every label token of the held-out slice (every rank's share
+    summed), and per shard directory when there are several."""
+    sums = torch.zeros(2, len(data.names), dtype=torch.float64, device=device)  # loss, tokens
+    with torch.no_grad():
+        for batch in data.held_out_batches():
+            labels = batch["labels"].to(device).long()
+            with autocast:
+                logits = model(batch["input_ids"].to(device), batch["position_ids"].to(device),
+                               batch["cu_seqlens"])
+            losses = F.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")
+            source = batch["source"].to(device)
+            sums[0].index_add_(0, source, losses.sum(1).double())
+            sums[1].index_add_(0, source, (labels != IGNORE).sum(1).double())
+    if env.world > 1:
+        dist.all_reduce(sums)
+    loss, tokens = sums.cpu().tolist()
+    record: dict[str, Any] = {"eval_loss": sum(loss) / max(1.0, sum(tokens))}
+    if len(data.names) > 1:
+        record["eval_losses"] = {n: x / max(1.0, t) for n, x, t in zip(data.names, loss, tokens)}
+    return record
 
 
 def _log_line(r: dict[str, Any]) -> str:
@@ -488,10 +615,15 @@ def _save_checkpoint(
             f"loader at sample {loader_state['samples']}, step {step} expects "
             f"{step * cfg.global_batch_size}"
         )
+    # every rank takes part (FSDP gathers the shards); rank 0 ends with the whole state, on
+    # the CPU, keyed by parameter name, whatever the sharding
+    weights, optimizer_state = get_state_dict(
+        model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
     if env.main:
         state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": weights,
+            "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),
             "loader": loader_state,
             "rng": {
@@ -530,10 +662,15 @@ def _plot_loss(metrics: Path, png: Path) -> Path | None:
     if not history:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=1)
+    ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=1, label="training")
+    held_out = [r for r in history if "eval_loss" in r]
+    if held_out:
+        ax.plot([r["step"] for r in held_out], [r["eval_loss"] for r in held_out], "o-", ms=3, lw=1,
+                label="held-out")
+        ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss (nats/token)")
-    ax.set_title(f"training loss, {history[-1]['tokens']:,} tokens")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(f"loss, {history[-1]['tokens']:,} tokens")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png, dpi=100)

@@ -28,7 +28,6 @@ from codemill.tokenize.shards import (
     read_manifest,
     write_manifest,
 )
-from codemill.tokenize.tokenizer import train_tokenizer
 from codemill.train_hooks.checkpoints import LATEST, checkpoint_path, find_checkpoints, step_of
 from codemill.train_hooks.dataset import (
     IGNORE,
@@ -38,7 +37,7 @@ from codemill.train_hooks.dataset import (
     ShardDataset,
     ShardLoader,
 )
-from codemill.train_hooks.model import ModelConfig, Transformer, loss_sum
+from codemill.train_hooks.model import ModelConfig, Transformer, document_bounds, loss_sum
 from codemill.train_hooks.shards import instruction_schema, to_hf_dataset
 from codemill.train_hooks.train import (
     lcft_config,
@@ -68,15 +67,6 @@ def _pieces(paths: list[Path], limit: int) -> list[str]:
     return [t for t in out if t.strip()]
 
 
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    texts = [p.read_text(encoding="utf-8") for p in sorted((STDLIB / "json").glob("*.py"))]
-    texts += [p.read_text(encoding="utf-8") for p in sorted((STDLIB / "email").glob("*.py"))]
-    return train_tokenizer(
-        texts, tmp_path_factory.mktemp("tok") / "tiny", vocab_size=1000, num_threads=1
-    )
-
-
 def make_shards(path: Path, tok, texts: list[str], seq_len: int = SEQ) -> Path:
     stats, pack = PackStats(), PackConfig(seq_len=seq_len)
     ids = [f"{path.name}-{i}" for i in range(len(texts))]
@@ -88,21 +78,6 @@ def make_shards(path: Path, tok, texts: list[str], seq_len: int = SEQ) -> Path:
         path, tokenizer=tok, pack=pack, fim=FimConfig(), seed=0, shards=writer.shards, stats=stats
     )
     return path
-
-
-@pytest.fixture(scope="module")
-def shards(tok, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("shards")
-    code = _pieces(
-        sorted((STDLIB / "json").glob("*.py")) + sorted((STDLIB / "email").glob("*.py")), 30_000
-    )
-    other = _pieces(sorted((STDLIB / "http").glob("*.py")), 12_000)
-    long = _pieces(sorted((STDLIB / "email").glob("*.py")), 40_000)
-    return {
-        "code": make_shards(root / "code", tok, code),
-        "other": make_shards(root / "other", tok, other),
-        "long": make_shards(root / "long", tok, long, seq_len=256),
-    }
 
 
 def read_rows(shard_dir: Path) -> tuple[np.ndarray, list[list[int]], np.ndarray]:
@@ -403,6 +378,29 @@ def test_attention_stays_inside_documents():
     assert not torch.allclose(leaky[:, 10:], alone[:, 10:], atol=1e-3)
 
 
+def test_per_document_attention_gives_the_masked_loss_on_packed_rows(shards):
+    loader = ShardLoader(ShardDataset([shards["code"]], micro_batch_size=8))
+    batch = next(b for b in loader if len(b["cu_seqlens"]) - 1 >= 12)  # rows holding several documents
+    assert torch.equal(document_bounds(batch["position_ids"]), batch["cu_seqlens"])
+    cfg = ModelConfig(vocab_size=1000, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=176)
+    torch.manual_seed(0)
+    dense = Transformer(cfg, "dense")
+    documents = Transformer(cfg, "documents")
+    documents.load_state_dict(dense.state_dict())
+    n = int((batch["labels"] != IGNORE).sum())
+    losses, grads = [], []
+    # the loader's boundaries, or boundaries found from the position ids
+    for model, bounds in ((dense, None), (documents, batch["cu_seqlens"]), (documents, None)):
+        model.zero_grad()
+        loss = loss_sum(model(batch["input_ids"], batch["position_ids"], bounds), batch["labels"]) / n
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6, abs=0) and losses[2] == losses[1]
+    for a, b in zip(grads[0], grads[1]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
 def test_a_tiny_model_overfits_one_batch(shards):
     batch = next(iter(ShardLoader(ShardDataset([shards["code"]], micro_batch_size=4))))
     torch.manual_seed(0)
@@ -467,6 +465,13 @@ def test_checkpoints_resume_to_the_same_losses(shards, tmp_path):
     assert (tmp_path / "split" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     ckpt = torch.load(tmp_path / "split" / LATEST, weights_only=True)
     assert ckpt["step"] == 8 and ckpt["loader"]["samples"] == 64
+    # optimizer state by index, as checkpoints were before FSDP: refused with why
+    model = Transformer(ModelConfig(**ckpt["model_config"]))
+    ckpt["optimizer"] = torch.optim.AdamW(model.parameters()).state_dict()
+    old = shutil.copytree(tmp_path / "split", tmp_path / "old")
+    torch.save(ckpt, old / checkpoint_path(old, 8).name)
+    with pytest.raises(ConfigError, match=r"checkpoint-00000008\.pt: its optimizer state is by parameter index"):
+        train(cfg, dirs, old, resume=True)
     with pytest.raises(ConfigError, match="lr"):
         train(dataclasses.replace(cfg, lr=1e-2, steps=9), dirs, tmp_path / "split", resume=True)
 
@@ -509,10 +514,11 @@ def test_train_config_from_toml(tmp_path):
 
 
 def test_ddp_under_torchrun_matches_one_process(shards, tmp_path):
+    # (FSDP, the default for several ranks: test_parallel.py)
     config = tmp_path / "tiny.toml"
     config.write_text(
         'preset = "tiny"\nsteps = 3\nwarmup_steps = 1\nglobal_batch_size = 8\n'
-        "micro_batch_size = 4\nlog_every = 1\n[model]\ndim = 32\nffn_dim = 96\n"
+        'micro_batch_size = 4\nlog_every = 1\nparallel = "ddp"\n[model]\ndim = 32\nffn_dim = 96\n'
     )
     single = train(load_train_config(config), [shards["code"]], tmp_path / "one")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
