@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from codemill.mix.config import MixConfig
 from codemill.stages.base import Stage, StageRef, docs_path
 from codemill.stages.tokenizer import tokenizer_path
-from codemill.tokenize.config import FimConfig, PackConfig
+from codemill.tokenize.config import PACKING_VERSION, FimConfig, PackConfig
 
 log = logging.getLogger("codemill")
 
@@ -32,7 +32,7 @@ class Shards(Stage):
     def settings(self) -> list[Any]:
         c = self.cfg
         return [c.mix.spec(self.item), c.mix.max_epochs, c.mix.total_tokens, c.mix.partitions,
-                c.fim, c.pack, c.seed]
+                c.fim, c.pack, c.seed, PACKING_VERSION]
 
     def run(self, spark: SparkSession, inputs: dict[str, Folder], work: Folder) -> None:
         from codemill.mix.plan import category_tokens, mix_warnings, plan_mix, select_copies

@@ -35,6 +35,11 @@ class FimConfig(Section):
     spm_rate: float = setting(0.5, ge=0.0, le=1.0)  # share of those in SPM format (rest PSM)
 
 
+# Raised when the same settings give other rows, so a finished run's shards are re-packed.
+# 2: under best fit, a long document's remainder opens a row of its own.
+PACKING_VERSION = 2
+
+
 @dataclass(frozen=True)
 class PackConfig(Section):
     # Paper: 4,096-token sequences; 16,384 for long-context fine-tuning. A FIM document

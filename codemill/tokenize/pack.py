@@ -212,13 +212,22 @@ class SequencePacker:
         return self._flush_best_fit()
 
     def _flush_best_fit(self) -> pa.RecordBatch | None:
-        """Rows of the waiting full rows and items: best-fit decreasing, each row's items
-        in arrival order, then padding."""
+        """Rows of the waiting full rows and items: each long document's remainder opens a
+        row of its own (a row whose offset 0 is not a document start is how a loader tells
+        a continuation; elsewhere it would run on from the document before it); then the
+        whole documents by best-fit decreasing; each row's items in arrival order after
+        its remainder, then padding."""
         items, full = self._items, self._full
         self._items, self._full, self._waiting = [], [], 0
         rows: list[list[int]] = []
         room: list[tuple[int, int]] = []  # (free tokens, row), sorted
-        for k in sorted(range(len(items)), key=lambda k: -len(items[k])):  # stable: ties by arrival
+        continued = [k for k in range(len(items)) if items[k][0] != self.bos_id]
+        for k in continued:
+            rows.append([k])
+            if free := self.seq_len - len(items[k]):
+                bisect.insort(room, (free, len(rows) - 1))
+        whole = [k for k in range(len(items)) if items[k][0] == self.bos_id]
+        for k in sorted(whole, key=lambda k: -len(items[k])):  # stable: ties by arrival
             at = bisect.bisect_left(room, (len(items[k]), -1))
             if at == len(room):
                 rows.append([k])
@@ -239,7 +248,7 @@ class SequencePacker:
             pos += len(chunk)
         for row in rows:
             flat_row = pos  # rows start on row boundaries
-            for k in sorted(row):
+            for k in sorted(row, key=lambda k: (items[k][0] == self.bos_id, k)):  # remainder first
                 if items[k][0] == self.bos_id:
                     starts.append(pos)
                 flat[pos : pos + len(items[k])] = items[k]

@@ -355,6 +355,8 @@ def test_best_fit_never_cuts_a_document_that_fits(tok, held_out):
     for r in range(len(ids)):
         real = ids[r, : num_tokens[r]]
         assert starts[r] == np.flatnonzero(real == tok.bos_id).tolist()
+        # a long document's remainder opens its row: no piece runs on from another document
+        assert all(real[e + 1] == tok.bos_id for e in np.flatnonzero(real[:-1] == tok.eos_id))
         bounds = [*starts[r], len(real)]
         for a, b in zip(bounds, bounds[1:]):
             if real[b - 1] == tok.eos_id:
