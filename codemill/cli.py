@@ -304,7 +304,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Train on one or more shard directories (mixed by their weights in the "
         "config). Writes checkpoint-<step>.pt (the last keep_checkpoints; checkpoint.pt links the "
         "newest), metrics.jsonl and loss.png to --out; --resume continues exactly where the newest "
-        "checkpoint stopped. Under torchrun it trains with DDP.")
+        "checkpoint stopped. Under torchrun it trains with FSDP2 (parallel = \"ddp\" for DDP).")
     tr.add_argument("shards", nargs="*", help="shard directories: paths, or s3://, gs://, hdfs:// URIs "
                     "(downloaded into the config's cache_dir)")
     tr.add_argument("--config", help="training config (TOML, `preset = \"paper\" | \"tiny\" | "
