@@ -30,11 +30,16 @@ java:
 jvm-archive: java $(INSTALLED)
 	@$(VENV)/bin/codemill jvm-archive || echo "codemill: no JVM class archive; runs work, but start slower"
 
-# The pretraining DAG on this machine's own code, then a tiny model trained on its base mix.
+# The pretraining DAG on this machine's own code, then a tiny model trained on its base mix,
+# exported for transformers and scored on HumanEval's first problems (pass@1 near 0: it is tiny).
 demo: java $(INSTALLED) jvm-archive
 	$(VENV)/bin/codemill run --out $(OUT) $(ARGS)
 	$(VENV)/bin/codemill train --config codemill/configs/train-tiny.toml --run $(OUT) --mix base \
 		--out $(OUT)/train-demo
+	rm -rf $(OUT)/hf-demo
+	$(VENV)/bin/codemill export-hf $(OUT)/train-demo --tokenizer $(OUT)/shards --out $(OUT)/hf-demo
+	$(VENV)/bin/codemill eval --model $(OUT)/hf-demo --limit 20 --max-new-tokens 128 \
+		--set sandbox.allow_weaker_isolation=true --out $(OUT)/eval-demo
 
 # Everything, as CI runs it: the lint, then every test (Spark, Luigi, torch), then the
 # sandbox's hostile programs, in a PID and mount namespace of their own where root can make
