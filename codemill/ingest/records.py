@@ -116,12 +116,12 @@ def _file_blocks(path: str, data: bytes | None) -> Iterator[tuple[int, memoryvie
         if not is_compressed(path):
             yield from numbered_blocks(raw, rewind=True)
             return
-        lineno = 0
+        first, block = 1, memoryview(b"")
         try:
             for first, block in numbered_blocks(gzip.GzipFile(fileobj=raw)):
                 yield first, block
-                lineno = first + block.tobytes().count(b"\n") - 1
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            lineno = first - 1 + block.tobytes().count(b"\n")  # the last block read held whole lines
             raise InputError(f"{path}: truncated or damaged gzip file after line {lineno} ({exc}); "
                              "replace the file or remove it from the source") from None
 

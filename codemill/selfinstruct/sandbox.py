@@ -196,11 +196,18 @@ class SandboxUnavailable(RuntimeError):
 _FRAME = struct.Struct("<I")
 
 
-def _send(fd: int, message: object) -> None:
-    data = marshal.dumps(message)
-    view = memoryview(_FRAME.pack(len(data)) + data)
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _write_frame(fd: int, body: bytes) -> None:
+    _write_all(fd, _FRAME.pack(len(body)) + body)
+
+
+def _send(fd: int, message: object) -> None:
+    _write_frame(fd, marshal.dumps(message))
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -214,11 +221,19 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _recv(fd: int) -> object | None:
+def _read_frame(fd: int, limit: int | None = None) -> bytes | None:
+    """One frame's body; None at the end of the stream; ValueError past `limit` bytes."""
     header = _read_exact(fd, _FRAME.size)
     if header is None:
         return None
-    body = _read_exact(fd, _FRAME.unpack(header)[0])
+    size = _FRAME.unpack(header)[0]
+    if limit is not None and size > limit:
+        raise ValueError(f"a message of {size} bytes")
+    return _read_exact(fd, size)
+
+
+def _recv(fd: int) -> object | None:
+    body = _read_frame(fd)
     return None if body is None else marshal.loads(body)
 
 
@@ -798,9 +813,7 @@ def _write_whole(fd: int, data: bytes) -> None:
     """All of `data` into an empty pipe, grown to hold it, so the writer never blocks."""
     if len(data) > fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ):
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, len(data))
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    _write_all(fd, data)
 
 
 def _run_job(st: _WorkerState, zygote: socket.socket, solution: str, tests: str) -> tuple:
@@ -1026,20 +1039,11 @@ def _from_plain(data: object) -> object:
 
 
 def _send_plain(fd: int, message: object) -> None:
-    data = json.dumps(message, separators=(",", ":")).encode()
-    view = memoryview(_FRAME.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
+    _write_frame(fd, json.dumps(message, separators=(",", ":")).encode())
 
 
 def _recv_plain(fd: int) -> object | None:
-    header = _read_exact(fd, _FRAME.size)
-    if header is None:
-        return None
-    size = _FRAME.unpack(header)[0]
-    if size > _PLAIN_MESSAGE_BYTES:
-        raise ValueError(f"a message of {size} bytes from the solution's process")
-    body = _read_exact(fd, size)
+    body = _read_frame(fd, _PLAIN_MESSAGE_BYTES)
     return None if body is None else json.loads(body)
 
 
