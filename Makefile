@@ -5,7 +5,7 @@ OUT ?= codemill-out
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-scale install java jvm-archive clean
+.PHONY: demo demo-selfinstruct test test-fast lint bench bench-scale install java jvm-archive clean
 
 # The virtualenv is (re)built when pyproject.toml changes.
 $(INSTALLED): pyproject.toml
@@ -40,6 +40,20 @@ demo: java $(INSTALLED) jvm-archive
 	$(VENV)/bin/codemill export-hf $(OUT)/train-demo --tokenizer $(OUT)/shards --out $(OUT)/hf-demo
 	$(VENV)/bin/codemill eval --model $(OUT)/hf-demo --limit 20 --max-new-tokens 128 \
 		--set sandbox.allow_weaker_isolation=true --out $(OUT)/eval-demo
+
+# Self-instruct end to end on a CPU with the model `make demo` trained (made first if
+# missing): seed tasks mined from this machine's documented functions, the DAG with the
+# tiny model as question and code model, then instruction tuning on its shards.
+demo-selfinstruct: java $(INSTALLED)
+	test -f $(OUT)/hf-demo/config.json || $(MAKE) demo
+	$(VENV)/bin/codemill seeds '{stdlib}' '{site_packages}' --limit 40 --out $(OUT)/seeds.jsonl
+	$(VENV)/bin/codemill selfinstruct codemill/configs/selfinstruct-demo.toml --out $(OUT)/selfinstruct-demo \
+		--set selfinstruct.seed_tasks='"$(OUT)/seeds.jsonl"' \
+		--set selfinstruct.question_model.path='"$(OUT)/hf-demo"' \
+		--set selfinstruct.code_model.path='"$(OUT)/hf-demo"' \
+		--set selfinstruct.output.tokenizer='"$(OUT)/shards/tokenizer.model"'
+	$(VENV)/bin/codemill train --config codemill/configs/finetune-tiny.toml --selfinstruct $(OUT)/selfinstruct-demo \
+		--set init_from='"$(OUT)/train-demo/checkpoint.pt"' --resume=auto --out $(OUT)/train-selfinstruct-demo
 
 # Everything, as CI runs it: the lint, then every test (Spark, Luigi, torch), then the
 # sandbox's hostile programs, in a PID and mount namespace of their own where root can make

@@ -144,11 +144,13 @@ def _shards_of_run(run_out: str, mix: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from codemill.pipelines.selfinstruct import latest_shards
     from codemill.train_hooks.train import load_train_config, train
 
     shards = list(args.shards) + [_shards_of_run(args.run, m) for m in args.mix or []]
+    shards += [latest_shards(out) for out in args.selfinstruct or []]
     if not shards:
-        raise ConfigError("give shard directories, or --run DIR --mix NAME")
+        raise ConfigError("give shard directories, --run DIR --mix NAME or --selfinstruct DIR")
     cfg = load_train_config(args.config, train_overrides(args))
     summary = train(cfg, shards, args.out, args.resume)
     print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=2))
@@ -203,6 +205,30 @@ def cmd_selfinstruct(args: argparse.Namespace) -> int:
         return 1
     output = task.committed()
     print(f"\n{output.read_text(FUNNEL)}output: {display(output.uri)}")
+    return 0
+
+
+def cmd_seeds(args: argparse.Namespace) -> int:
+    import itertools
+
+    from tqdm import tqdm
+
+    from codemill.config.loader import expand_path
+    from codemill.selfinstruct.pipeline import format_jsonl
+    from codemill.selfinstruct.seeds import doctest_tasks
+    from codemill.storage.local import write_text_atomic
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit: {args.limit} is not a positive number of tasks")
+    if args.min_tests < 2:
+        raise ConfigError(f"--min-tests: {args.min_tests} leaves no hidden test (use 2 or more)")
+    roots = [expand_path(root) for root in args.roots or ["{stdlib}"]]
+    found = tqdm(doctest_tasks(roots, args.min_tests), desc="mining documented functions",
+                 unit=" tasks", mininterval=1.0)
+    tasks = list(itertools.islice(found, args.limit))
+    found.close()
+    write_text_atomic(args.out, format_jsonl(tasks), encoding="utf-8")
+    print(f"codemill: {len(tasks)} seed tasks from {', '.join(roots)} -> {args.out}")
     return 0
 
 
@@ -311,6 +337,9 @@ def make_parser() -> argparse.ArgumentParser:
                     "\"lcft\"`); default: the paper's recipe")
     tr.add_argument("--run", default="codemill-out", help="with --mix: a `codemill run` output root")
     tr.add_argument("--mix", action="append", help="train on this mix of --run (repeatable)")
+    tr.add_argument("--selfinstruct", action="append", metavar="DIR",
+                    help="train on the instruction shards of the newest `codemill selfinstruct` "
+                    "run with this `out` (repeatable)")
     tr.add_argument("--out", required=True, help="output directory")
     add_train_flags(tr)
     _add_set(tr, "lr=1e-4")
@@ -356,6 +385,21 @@ def make_parser() -> argparse.ArgumentParser:
         "skipped and every model call is cached, so a re-run resumes where a run stopped.")
     _add_run_args(si, config_required=True, spark=False)
     si.set_defaults(func=cmd_selfinstruct)
+
+    sd = sub.add_parser(
+        "seeds", help="mine self-instruct seed tasks from documented functions",
+        description="Write a JSONL of seed tasks for [selfinstruct] seed_tasks: every top-level "
+        "function under ROOTS whose docstring shows calls of it with literal results becomes a "
+        "question (its signature and docstring), tests (those calls as asserts) and a reference "
+        "solution (its source and the imports it uses). Functions that need other module state "
+        "are skipped; the sandbox later drops those whose own examples fail.")
+    sd.add_argument("roots", nargs="*", metavar="ROOT",
+                    help="folders or .py files; {stdlib} and {site_packages} name this interpreter's "
+                    "(default: {stdlib})")
+    sd.add_argument("--out", required=True, help="the JSONL file to write")
+    sd.add_argument("--limit", type=int, help="stop after this many tasks (in path order)")
+    sd.add_argument("--min-tests", type=int, default=2, help="examples a function needs (default 2)")
+    sd.set_defaults(func=cmd_seeds)
 
     ja = sub.add_parser(
         "jvm-archive", help="record the classes Spark's driver loads, so later runs start sooner",

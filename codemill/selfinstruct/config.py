@@ -171,6 +171,9 @@ class SelfInstructConfig(Section):
     # Prompts per model call as the cache sees it: a crash loses at most one such call.
     # Data parallel splits a call across devices: give each device a few hundred for vLLM.
     cache_chunk: int = setting(64, ge=1)
+    # JSONL of tasks that arrive with their tests, maybe with a reference solution
+    # (codemill.selfinstruct.seeds; `codemill seeds` mines them from documented code)
+    seed_tasks: str = setting("", path=True)
     questions: QuestionsConfig = setting(QuestionsConfig)
     dedup: QuestionDedupConfig = setting(QuestionDedupConfig)
     decontam: QuestionDecontamConfig = setting(QuestionDecontamConfig)

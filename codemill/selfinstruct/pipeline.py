@@ -79,9 +79,11 @@ def _result(stage: str, kept: list[Record], dropped: list[Record], started: floa
 
 # --- questions ---------------------------------------------------------------------------
 
-def generate_questions(backend: Backend, cfg: QuestionsConfig) -> StageResult:
+def generate_questions(backend: Backend, cfg: QuestionsConfig, seeds: Sequence[Record] = ()
+                       ) -> StageResult:
     """Round r asks for `per_completion` questions on every topic, sampled with seed + r
-    (a new seed, else the cache would answer every round with the first one)."""
+    (a new seed, else the cache would answer every round with the first one). Seed tasks
+    (codemill.selfinstruct.seeds) follow the generated questions, with their tests."""
     started, stats, kept = time.monotonic(), ParseStats(), []
     prompts = [question_prompt(topic, cfg.per_completion) for topic in cfg.topics]
     completions = 0
@@ -93,7 +95,9 @@ def generate_questions(backend: Backend, cfg: QuestionsConfig) -> StageResult:
                 for k, question in enumerate(parse_questions(text, stats)):
                     kept.append({"id": f"q{rnd}-{t}-{s}-{k}", "question": question,
                                  "topic": cfg.topics[t]})
-    return _result("questions", kept, [], started, {"generated": len(kept)},
+    steps = {"generated": len(kept), **({"seeded": len(seeds)} if seeds else {})}
+    kept += [{**task, "id": f"seed/{task['id']}"} for task in seeds]
+    return _result("questions", kept, [], started, steps,
                    {"completions": completions, "parse": stats.to_dict()}, stats.failed)
 
 
@@ -208,11 +212,14 @@ def dedup_questions(questions: Sequence[Record], dedup: QuestionDedupConfig,
 # --- tests -------------------------------------------------------------------------------
 
 def write_tests(backend: Backend, questions: Sequence[Record], cfg: UnitTestsConfig) -> StageResult:
-    """Tests per question (one-shot prompt); the first sample with min_tests asserts wins."""
+    """Tests per question (one-shot prompt); the first sample with min_tests asserts wins.
+    A seed task keeps its own tests and asks nothing."""
     started, stats, kept, dropped = time.monotonic(), ParseStats(), [], []
-    prompts = [tests_prompt(q["question"], cfg.count) for q in questions]
-    for q, samples in zip(questions, backend.generate(prompts, cfg.sampling)):
-        tests: list[str] = []
+    asked = [q for q in questions if "tests" not in q]
+    prompts = [tests_prompt(q["question"], cfg.count) for q in asked]
+    answers = dict(zip((q["id"] for q in asked), backend.generate(prompts, cfg.sampling) if asked else []))
+    for q in questions:
+        tests, samples = q.get("tests", []), answers.get(q["id"], [])
         for text in samples:
             tests = parse_tests(text, stats, cfg.count)
             if len(tests) >= cfg.min_tests:
@@ -230,19 +237,25 @@ def write_tests(backend: Backend, questions: Sequence[Record], cfg: UnitTestsCon
 
 def write_solutions(backend: Backend, records: Sequence[Record], cfg: SolutionsConfig) -> StageResult:
     """`n` solutions per question in one call; the prompt shows the first test only.
-    `candidates[i]` is sample i's code, None where it could not be parsed."""
+    `candidates[i]` is sample i's code, None where it could not be parsed; a seed task's
+    reference solution follows the `sampled` ones, so a model's passing sample wins."""
     started, stats, kept, dropped = time.monotonic(), ParseStats(), [], []
     prompts = [solution_prompt(r["question"], r["tests"][0]) for r in records]
-    generated = parseable = 0
-    for r, samples in zip(records, backend.generate(prompts, cfg.sampling)):
+    generated = parseable = references = 0
+    for r, samples in zip(records, backend.generate(prompts, cfg.sampling) if records else []):
         candidates = [parse_solution(text, stats) for text in samples]
         generated += len(candidates)
         parseable += sum(c is not None for c in candidates)
+        sampled = len(candidates)
+        if "solution" in r:
+            candidates.append(r["solution"])
+            references += 1
         if any(c is not None for c in candidates):
-            kept.append({**r, "candidates": candidates})
+            kept.append({**r, "candidates": candidates, "sampled": sampled})
         else:
             dropped.append({**r, "reason": "no_parseable_solution", "raw": samples})
-    funnel = {"candidates_generated": generated, "candidates_parseable": parseable}
+    funnel = {"candidates_generated": generated, "candidates_parseable": parseable,
+              **({"references": references} if references else {})}
     return _result("solutions", kept, dropped, started, funnel, {"parse": stats.to_dict()})
 
 
@@ -288,28 +301,35 @@ def select_solutions(records: Sequence[Record], keep: str, provenance: Mapping[s
     (docs/architecture.md, data contracts). `provenance`: the models and sampling
     settings, recorded on every row."""
     started, rows = time.monotonic(), []
+    references = any("solution" in rec for rec in records)
     for rec in records:
         passing = [i for i, s in enumerate(rec["statuses"]) if s == "passed"]
+        sampled = rec.get("sampled", len(rec["candidates"]))  # runs before seed tasks: all
         for i in passing[:1] if keep == "first" else passing:
             rows.append({
                 "id": rec["id"] if keep == "first" else f"{rec['id']}-{i}",
                 "question": rec["question"],
                 "tests": rec["tests"],
                 "solution": rec["candidates"][i],
-                "passing_index": i,  # sample index among the candidates
+                # the code model's sample, or a seed task's reference solution
+                "solution_source": "model" if i < sampled else "reference",
+                "passing_index": i,  # index among the candidates
                 "num_tried": sum(c is not None for c in rec["candidates"]),  # run in the sandbox
-                "num_candidates": len(rec["candidates"]),  # sampled
+                "num_candidates": sampled,  # sampled
                 "num_passing": len(passing),
                 "topic": rec["topic"],
                 **provenance,
                 "prompt_version": PROMPT_VERSION,
             })
-    return _result("select", rows, [], started, {"kept": len(rows)})
+    from_references = sum(row["solution_source"] == "reference" for row in rows)
+    return _result("select", rows, [], started,
+                   {"kept": len(rows), **({"kept_references": from_references} if references else {})})
 
 
-FUNNEL_STEPS = ("generated", "unique", "near_unique", "decontaminated", "with_parseable_tests",
-                "candidates_generated", "candidates_parseable", "candidates_tried",
-                "candidates_passing", "questions_with_a_pass", "kept")
+FUNNEL_STEPS = ("generated", "seeded", "unique", "near_unique", "decontaminated",
+                "with_parseable_tests", "candidates_generated", "candidates_parseable",
+                "references", "candidates_tried", "candidates_passing", "questions_with_a_pass",
+                "kept", "kept_references")
 
 
 def funnel(stats: Iterable[StageStats]) -> dict[str, int]:
@@ -321,10 +341,11 @@ def funnel(stats: Iterable[StageStats]) -> dict[str, int]:
 
 
 def format_funnel(steps: Mapping[str, int]) -> str:
-    generated = steps.get("generated") or 0
+    questions = (steps.get("generated") or 0) + (steps.get("seeded") or 0)
     lines = ["self-instruct funnel"]
     for name, count in steps.items():
-        share = f"{count / generated:7.1%}" if generated and not name.startswith("candidates") else ""
+        per_question = not name.startswith("candidates") and name != "references"
+        share = f"{count / questions:7.1%}" if questions and per_question else ""
         lines.append(f"  {name.replace('_', ' '):<24} {count:>10,} {share}")
     return "\n".join(lines) + "\n"
 

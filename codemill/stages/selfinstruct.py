@@ -108,10 +108,16 @@ class Questions(ModelStage):
     name = "selfinstruct/questions"
     model_key, section_key = "question_model", "questions"
 
+    def settings(self) -> list[Any]:
+        seeds = self.si.seed_tasks
+        return [*super().settings(), file_sha256(local_file(seeds)) if seeds else None]
+
     def ask(self, model: CachedBackend, records: list[dict[str, Any]]) -> StageResult:
         from codemill.selfinstruct.pipeline import generate_questions
+        from codemill.selfinstruct.seeds import read_seed_tasks
 
-        return generate_questions(model, self.si.questions)
+        seeds = read_seed_tasks(local_file(self.si.seed_tasks)) if self.si.seed_tasks else []
+        return generate_questions(model, self.si.questions, seeds)
 
 
 class DedupQuestions(SelfInstructStage):

@@ -410,7 +410,21 @@ SOLUTION_REPLIES = {  # ten per question
     "vowels": [WRONG_B, EXIT_B] * 5,
     "squares": [FENCED_D] + [WRONG_D] * 9,
     "even numbers": [EXIT_E, RIGHT_E] + [DOUBLED_E] * 8,
+    # seed tasks'
+    "limits x": ["[PYTHON]\ndef clamp(x, lo, hi):\n    return x\n[/PYTHON]"] * 10,
+    "integer half": [SYNTAX, "[PYTHON]\ndef halve(n):\n    return n // 2\n[/PYTHON]"] * 5,
+    "capital letters": [SYNTAX] * 10,
 }
+SEED_TASKS = [
+    {"id": "clamp", "question": "Write a Python function `clamp(x, lo, hi)` that limits x to the range from lo to hi.",
+     "tests": ["assert clamp(5, 0, 3) == 3", "assert clamp(-1, 0, 3) == 0", "assert clamp(2, 0, 3) == 2"],
+     "solution": "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n"},
+    {"id": "halve", "question": "Write a Python function `halve(n)` that returns the integer half of n, rounded down.",
+     "tests": ["assert halve(7) == 3", "assert halve(-3) == -2"], "topic": "arithmetic"},
+    {"id": "shout", "question": "Write a Python function `shout(s)` that returns s in capital letters and a `!`.",
+     "tests": ["assert shout('hi') == 'HI!'", "assert shout('') == '!'"],
+     "solution": "def shout(s):\n    return s.upper()\n"},  # wrong: the sandbox drops it
+]
 
 
 class Script:
@@ -446,7 +460,7 @@ class ScriptedModel(Backend):
         return [reply] * n if isinstance(reply, str) else reply[:n]
 
 
-def _write_dag_config(tmp_path: Path, tokenizer: Path) -> Path:
+def _write_dag_config(tmp_path: Path, tokenizer: Path, seeds: Path | None = None) -> Path:
     path = tmp_path / "run.toml"
     path.write_text(f"""
 out = "{tmp_path / 'out'}"
@@ -454,6 +468,7 @@ out = "{tmp_path / 'out'}"
 log_level = "WARNING"
 [selfinstruct]
 cache_chunk = 2
+seed_tasks = "{seeds or ''}"
 [selfinstruct.question_model]
 backend = "test_selfinstruct:ScriptedModel"
 [selfinstruct.code_model]
@@ -557,3 +572,39 @@ def test_dag_end_to_end_with_a_scripted_model_and_the_real_sandbox(tmp_path, sp_
     assert "kept" in capsys.readouterr().out
     assert Script.calls == calls
     assert (out / "selfinstruct.jsonl").read_text() == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's full isolation needs root")
+def test_seed_tasks_skip_the_tests_stage_and_their_references_are_tried_after_the_model(tmp_path, sp_tokenizer):
+    import datasets
+
+    from codemill.cli import main
+    from codemill.pipelines.selfinstruct import latest_shards, run_selfinstruct
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps(task) + "\n" for task in SEED_TASKS))
+    config = _write_dag_config(tmp_path, sp_tokenizer, seeds)
+    Script.prompts, Script.calls, Script.crash = Counter(), Counter(), None
+    task = run_selfinstruct(str(config), ["selfinstruct.questions.topics=['strings']"])
+    assert task is not None
+    assert Script.prompts == {"questions": 1, "tests": 3, "solutions": 5}  # no tests asked for seeds
+    out = output_dir(task)
+    funnel = json.loads((out / "funnel.json").read_text())
+    assert {k: funnel[k] for k in ("generated", "seeded", "with_parseable_tests", "references",
+                                   "candidates_tried", "kept", "kept_references")} == {
+        "generated": 4, "seeded": 3, "with_parseable_tests": 5, "references": 2,
+        "candidates_tried": 35, "kept": 3, "kept_references": 1}
+    rows = {r["id"]: r for r in datasets.load_from_disk(str(out / "dataset"))}
+    assert set(rows) == {"seed/clamp", "seed/halve", "q0-0-0-0"}  # shout's reference fails
+    clamp, halve = rows["seed/clamp"], rows["seed/halve"]
+    assert (clamp["solution_source"], clamp["passing_index"], clamp["num_candidates"], clamp["num_tried"]) == (
+        "reference", 10, 10, 11)
+    assert clamp["solution"] == SEED_TASKS[0]["solution"] and clamp["tests"] == SEED_TASKS[0]["tests"]
+    assert (halve["solution_source"], halve["passing_index"], halve["topic"]) == ("model", 1, "arithmetic")
+    assert rows["q0-0-0-0"]["solution_source"] == "model"
+    assert "seeded" in (out / "funnel.txt").read_text()
+
+    # `codemill train --selfinstruct OUT` finds the instruction shards of the newest run
+    assert Path(latest_shards(str(tmp_path / "out")).removeprefix("file://")) == out / "shards"
+    seeds.write_text("{broken\n")
+    assert main(["selfinstruct", str(config)]) == 2  # before any task starts
