@@ -73,13 +73,19 @@ def _seed(raw: Any, where: str) -> Record:
 def read_seed_tasks(path: str | os.PathLike) -> list[Record]:
     """The tasks of a seed file, each checked; an id defaults to the line number."""
     tasks, seen = [], set()
-    with open(path, encoding="utf-8") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the seed tasks ({exc.strerror})") from None
+    with f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
             try:
-                raw = json.loads(line)
+                raw = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise InputError(f"{where}: not UTF-8") from None
             except json.JSONDecodeError as exc:
                 raise InputError(f"{where}: not JSON ({exc.msg})") from None
             task = _seed(raw, where)

@@ -161,6 +161,14 @@ def test_a_bad_seed_task_is_named_by_file_and_line(tmp_path, line, message):
     assert str(err.value).startswith(f"{path}:3: ") and message in str(err.value)
 
 
+def test_a_missing_or_undecodable_seed_file_is_named(tmp_path):
+    with pytest.raises(InputError, match="missing.jsonl: cannot read the seed tasks"):
+        read_seed_tasks(tmp_path / "missing.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes(json.dumps(GOOD).encode() + b"\n\xe9\n")
+    with pytest.raises(InputError, match="latin1.jsonl:2: not UTF-8"):
+        read_seed_tasks(tmp_path / "latin1.jsonl")
+
+
 def test_seed_tasks_read_with_defaults(tmp_path):
     path = tmp_path / "seeds.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "id": "mine", "topic": "maths",
