@@ -46,11 +46,10 @@ def stdlib_texts(limit_bytes: int) -> list[str]:
     return texts
 
 
-def build_shards(out: Path, smoke: bool) -> tuple[Path, Path]:
-    """(shard dir, tokenizer.model) of the standard library's code."""
-    from codemill.storage.folder import Folder
+def build_shards(out: Path, smoke: bool) -> Path:
+    """Shards of the standard library's code (with their tokenizer and its Hugging Face
+    files, which the export takes from there)."""
     from codemill.tokenize.config import FimConfig, PackConfig
-    from codemill.tokenize.hf_tokenizer import write_hf_tokenizer
     from codemill.tokenize.pack import PackStats, pack_documents
     from codemill.tokenize.shards import ShardWriter, write_manifest
     from codemill.tokenize.tokenizer import train_tokenizer
@@ -58,7 +57,6 @@ def build_shards(out: Path, smoke: bool) -> tuple[Path, Path]:
     texts = stdlib_texts(2 << 20 if smoke else 64 << 20)
     tok = train_tokenizer(texts[: len(texts) // 4], out / "tokenizer" / "sp", vocab_size=1000 if smoke else 8000,
                           num_threads=os.cpu_count() or 1)
-    write_hf_tokenizer(Folder(out / "tokenizer"), tok)  # beside the model: the export takes them
     seq_len, stats, fim = 128 if smoke else 4096, PackStats(), FimConfig()
     pack, shards = PackConfig(seq_len=seq_len), out / "shards"
     ids = [f"stdlib-{i}" for i in range(len(texts))]
@@ -66,7 +64,7 @@ def build_shards(out: Path, smoke: bool) -> tuple[Path, Path]:
         for rows in pack_documents([(texts, ids)], tok, fim, pack, 0, stats, num_threads=os.cpu_count() or 1):
             writer.write(rows)
     write_manifest(shards, tokenizer=tok, pack=pack, fim=fim, seed=0, shards=writer.shards, stats=stats)
-    return shards, Path(tok.path)
+    return shards
 
 
 def train_config(path: Path, steps: int, smoke: bool) -> Path:
@@ -151,27 +149,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"device": device_name(), "steps": args.steps}
 
     def part(name: str, run) -> Any:
+        """run()'s result, recorded under `name`; None when it failed (its cause recorded)."""
         started = time.perf_counter()
         try:
-            results[name] = run()
-        except Exception as exc:  # recorded, so that the other parts still run
-            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            value = results[name] = run()
+        except Exception as exc:  # recorded, so that the parts that do not need it still run
+            value, results[name] = None, {"error": f"{type(exc).__name__}: {exc}"}
         print(f"{name} ({time.perf_counter() - started:.0f} s): {json.dumps(results[name])}", flush=True)
-        return results[name]
+        return value
 
-    built = part("shards", lambda: [str(p) for p in build_shards(args.out, args.smoke)])
-    if "error" not in built:
-        shards, tokenizer = map(Path, built)
-        trained = part("train", lambda: train(args.out, shards, args.steps, args.smoke))
-        if "error" not in trained:
-            from codemill.train_hooks.export import export_hf
+    from codemill.train_hooks.export import export_hf
 
-            hf = args.out / "hf"
-            exported = part("export", lambda: export_hf(trained["checkpoint"], hf, tokenizer,
-                                                        "float32" if args.smoke else "bfloat16"))
-            if "error" not in exported:
-                part("generate", lambda: generate(hf, args.smoke))
-                part("eval_vllm", lambda: vllm_eval(hf, args.out))
+    hf = args.out / "hf"
+    shards = part("shards", lambda: str(build_shards(args.out, args.smoke)))
+    trained = shards and part("train", lambda: train(args.out, Path(shards), args.steps, args.smoke))
+    exported = trained and part("export", lambda: export_hf(trained["checkpoint"], hf, shards,
+                                                            "float32" if args.smoke else "bfloat16"))
+    if exported:
+        part("generate", lambda: generate(hf, args.smoke))
+        part("eval_vllm", lambda: vllm_eval(hf, args.out))
     (args.out / "gpu_checks.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 

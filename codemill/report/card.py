@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from codemill.report.svg import share_of
 from codemill.storage import display
 from codemill.storage.commit import ATTEMPT_PREFIX
 from codemill.storage.folder import Folder
@@ -173,7 +174,7 @@ def _mix(name: str, m: Mapping[str, Any], pattern: str) -> str:
         "",
         f"{counts['sequences']:,} sequences of {m['seq_len']:,} tokens in {len(m['shards'])} shard file(s) "
         f"(`{pattern}`): {counts['tokens']:,} tokens and {counts['pad_tokens']:,} padding "
-        f"({_share(counts['pad_tokens'], slots)}).",
+        f"({share_of(counts['pad_tokens'], slots)}).",
         "",
         "| category | requested share | realised share | tokens | epochs |",
         "|---|---|---|---|---|",
@@ -181,7 +182,7 @@ def _mix(name: str, m: Mapping[str, Any], pattern: str) -> str:
         "",
         f"Fill-in-the-middle (rate {fim['rate']}, SPM share {fim['spm_rate']}, seed {fim['seed']}): "
         f"{counts['docs_psm']:,} PSM + {counts['docs_spm']:,} SPM = {transformed:,} of {eligible:,} eligible "
-        f"documents ({_share(transformed, eligible)}; eligible: fit in one row, of {counts['docs_packed']:,} "
+        f"documents ({share_of(transformed, eligible)}; eligible: fit in one row, of {counts['docs_packed']:,} "
         f"packed), {counts.get('fim_tokens', 0):,} of {counts['tokens']:,} tokens. A FIM document never "
         "crosses a row boundary.",
         "",
@@ -189,10 +190,6 @@ def _mix(name: str, m: Mapping[str, Any], pattern: str) -> str:
         f"documents cut across rows ({counts['docs_long']:,} longer than a row); {counts['docs_empty']:,} "
         "empty documents skipped.",
     ])
-
-
-def _share(part: int, whole: int) -> str:
-    return f"{part / whole:.1%}" if whole else "n/a"
 
 
 def _tokenizer(m: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ from codemill.observe import step
 from codemill.pipelines.tables import read_documents
 from codemill.report import SCHEMA_VERSION
 from codemill.report.html import render_report
+from codemill.report.svg import share_of
 from codemill.stats import StageStats
 from codemill.storage import display
 from codemill.storage.folder import Folder
@@ -32,10 +33,6 @@ from codemill.tokenize.shard_format import MANIFEST
 # the report, which is meant to be shared.
 SECRET_SETTING = re.compile(r"secret|password|token|credential|access\.key|session\.key", re.I)
 REDACTED = "<redacted>"
-
-
-def _share(part: int, whole: int) -> str:
-    return f"{part / whole:.1%}" if whole else "n/a"
 
 
 def _mb(n: int) -> str:
@@ -163,12 +160,12 @@ def format_summary(report: dict[str, Any], top_langs: int = 12) -> str:
         fim = mix["fim_docs"]
         transformed = fim["psm"] + fim["spm"]
         lines.append(f"  FIM: {fim['psm']:,} PSM + {fim['spm']:,} SPM = {transformed:,} of "
-                     f"{fim['eligible']:,} eligible documents ({_share(transformed, fim['eligible'])}; "
+                     f"{fim['eligible']:,} eligible documents ({share_of(transformed, fim['eligible'])}; "
                      f"eligible: fit in one row, of {fim['packed']:,} packed), "
                      f"{mix['fim_tokens']:,} of {mix['tokens']:,} tokens "
-                     f"({_share(mix['fim_tokens'], mix['tokens'])})")
+                     f"({share_of(mix['fim_tokens'], mix['tokens'])})")
         lines.append(f"  packing: {mix['docs_cut']:,} of {fim['packed']:,} documents cut across rows, "
-                     f"{_share(mix['pad_tokens'], mix['sequences'] * mix['seq_len'])} padding")
+                     f"{share_of(mix['pad_tokens'], mix['sequences'] * mix['seq_len'])} padding")
     final = report["final"]
     lines += [
         "",

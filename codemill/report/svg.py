@@ -47,6 +47,11 @@ def format_share(value: float) -> str:
     return f"{value:.1%}"
 
 
+def share_of(part: float, whole: float) -> str:
+    """part / whole as a percentage; "n/a" for an empty whole."""
+    return format_share(part / whole) if whole else "n/a"
+
+
 def compact(value: float) -> str:
     """1234 -> 1.2k, 2_000_000 -> 2M: tick labels that fit under a bar."""
     for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):

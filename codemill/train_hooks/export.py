@@ -30,13 +30,12 @@ from typing import Any
 import torch
 
 from codemill.errors import ConfigError, InputError
+from codemill.tokenize.hf_tokenizer import HF_TOKENIZER_FILES
 from codemill.tokenize.shard_format import TOKENIZER_FILE
 from codemill.train_hooks.checkpoints import LATEST as CHECKPOINT
 from codemill.train_hooks.model import ModelConfig
 
 WEIGHTS = "model.safetensors"
-# What `AutoTokenizer` reads besides tokenizer.model, copied when the source has them.
-HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_POSITIONS = 4096  # Llama 2's context, when the checkpoint does not say what it trained on
 # codemill's per-layer tensor names -> Llama's
