@@ -13,7 +13,7 @@ from codemill.config import load_run_config
 from codemill.errors import ConfigError
 from codemill.pipelines.runner import run_dag
 from codemill.pipelines.task import RunStage, stage_task
-from codemill.storage.folder import Folder
+from codemill.storage.folder import Folder, local_file
 
 TARGET = "selfinstruct/select"
 LATEST = "selfinstruct/latest.json"
@@ -28,7 +28,6 @@ def run_selfinstruct(config_path: str, overrides: Sequence[str] = ()) -> RunStag
     Config errors (and missing model directories) raise before any task starts."""
     from codemill.selfinstruct.backends import model_identity
     from codemill.selfinstruct.seeds import read_seed_tasks
-    from codemill.storage.folder import local_file
 
     if not config_path:
         raise ConfigError("self-instruct needs a run config with a [selfinstruct] table naming "

@@ -26,17 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from codemill.errors import InputError
+from codemill.selfinstruct.parse import defines_function
 
 Record = dict[str, Any]
 
 # Folders below a mined root that hold other projects or test suites, not documented code.
 SKIPPED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__"})
 _BUILTINS = frozenset(dir(builtins))
-
-
-def _is_function(code: str) -> bool:
-    tree = ast.parse(code)
-    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in tree.body)
 
 
 def _is_assert(test: str) -> bool:
@@ -60,7 +56,7 @@ def _seed(raw: Any, where: str) -> Record:
         raise InputError(f"{where}: not one assert statement: {bad[0][:80]!r}")
     if solution is not None:
         try:
-            defines = isinstance(solution, str) and _is_function(solution)
+            defines = isinstance(solution, str) and defines_function(ast.parse(solution))
         except SyntaxError as exc:
             raise InputError(f"{where}: `solution` is not valid Python ({exc.msg}, line {exc.lineno})") from None
         if not defines:

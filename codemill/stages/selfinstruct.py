@@ -109,8 +109,8 @@ class Questions(ModelStage):
     model_key, section_key = "question_model", "questions"
 
     def settings(self) -> list[Any]:
-        seeds = self.si.seed_tasks
-        return [*super().settings(), file_sha256(local_file(seeds)) if seeds else None]
+        seeds = self.si.seed_tasks  # without seeds, the fingerprint of runs before them
+        return [*super().settings(), *([file_sha256(local_file(seeds))] if seeds else [])]
 
     def ask(self, model: CachedBackend, records: list[dict[str, Any]]) -> StageResult:
         from codemill.selfinstruct.pipeline import generate_questions
