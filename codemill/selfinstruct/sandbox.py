@@ -128,6 +128,7 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -577,36 +578,44 @@ def _private_filesystem() -> None:
     pseudo-terminals."""
     _unshare(CLONE_NEWNS)
     _mount("none", "/", "", MS_REC | MS_PRIVATE, "")  # nothing we mount may propagate to the host
+    # Every bind source is opened before the new root's tmpfs covers the host's /tmp, so an
+    # interpreter installed under /tmp (a virtualenv in a fresh clone there) is still bound.
+    links = {path: os.readlink(path) for path in _SYSTEM_DIRS if os.path.islink(path)}
+    sources = {path: os.open(path, os.O_PATH | os.O_CLOEXEC)
+               for path in (*_SYSTEM_DIRS, *_interpreter_dirs(), *_SYSTEM_FILES)
+               if path not in links and os.path.exists(path)}
     new = "/tmp"  # its tmpfs becomes the root; the host's /tmp goes out of sight with the rest
     _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
-    for path in _SYSTEM_DIRS:
-        if os.path.islink(path):
-            os.symlink(os.readlink(path), new + path)
-        elif os.path.isdir(path):
-            _bind(path, new + path)
-    for path in (*_interpreter_dirs(), *_SYSTEM_FILES):
-        if os.path.exists(path):
-            _bind(path, new + path)
-    os.mkdir(new + "/tmp")
+    os.mkdir(new + "/tmp")  # the new /tmp first: binds beneath it go on top of it
+    _mount("tmpfs", new + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=16384,mode=0755")
+    for path, target in links.items():
+        os.symlink(target, new + path)
+    for path, fd in sources.items():
+        _bind(fd, new + path)
+        os.close(fd)
     os.mkdir(new + "/.old")
     _check(_libc_pivot.syscall(SYS_PIVOT_ROOT, new.encode(), (new + "/.old").encode()), "pivot_root")
     os.chdir("/")
     _check(_libc.umount2(b"/.old", MNT_DETACH), "umount")
     os.rmdir("/.old")
-    attr = struct.pack("<QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)
-    _check(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, attr, len(attr)),
-           "mount_setattr")
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=16384,mode=0755")
+    _set_mount_attr("/", AT_RECURSIVE, set_=MOUNT_ATTR_RDONLY)
+    _set_mount_attr("/tmp", 0, clear=MOUNT_ATTR_RDONLY)  # the worker's scratch root goes there
 
 
-def _bind(source: str, target: str) -> None:
-    """A recursive bind of a directory or file at `target`, creating the mount point."""
-    if os.path.isdir(source):
+def _set_mount_attr(path: str, flags: int, set_: int = 0, clear: int = 0) -> None:
+    attr = struct.pack("<QQQQ", set_, clear, 0, 0)
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, attr, len(attr)),
+           f"mount_setattr {path}")
+
+
+def _bind(source: int, target: str) -> None:
+    """A recursive bind of an opened directory or file at `target`, creating the mount point."""
+    if stat.S_ISDIR(os.fstat(source).st_mode):
         os.makedirs(target, mode=0o755)
     else:
         os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
         os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
-    _mount(source, target, "", MS_BIND | MS_REC, "")
+    _mount(f"/proc/self/fd/{source}", target, "", MS_BIND | MS_REC, "")
 
 
 def _interpreter_dirs() -> list[str]:

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -602,6 +603,33 @@ def test_the_root_holds_only_libraries_the_interpreter_and_four_devices(sandbox)
     assert set(top) <= {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "dev", "tmp",
                         *{Path(p).parts[1] for p in (sys.base_prefix, sys.prefix)}}
     assert dev == ["null", "random", "urandom", "zero"] and etc in ([], ["ld.so.cache"])
+
+
+UNDER_TMP = dedent("""
+    import json, sys
+    from codemill.selfinstruct.config import SandboxConfig
+    from codemill.selfinstruct.sandbox import Candidate, run_candidates
+    code = "import planted_under_tmp\\ndef f():\\n    return planted_under_tmp.VALUE\\n"
+    results = run_candidates([Candidate(code, ("assert f() == 7",))], SandboxConfig(workers=1))
+    print(json.dumps([sys.prefix, results[0].status, results[0].stderr[-500:]]))
+    """)
+
+
+def test_an_interpreter_installed_under_tmp_stays_visible(tmp_path):
+    """A virtualenv under /tmp (a fresh clone there, say) keeps its packages importable
+    although the candidates get a /tmp of their own."""
+    venv = tmp_path / "venv"  # pytest's tmp_path lies under /tmp
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    (site / "planted_under_tmp.py").write_text("VALUE = 7\n")
+    (site / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # codemill's own needs
+    proc = subprocess.run([str(venv / "bin" / "python"), "-c", UNDER_TMP], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prefix, status, stderr = json.loads(proc.stdout.splitlines()[-1])
+    assert prefix.startswith("/tmp/")
+    assert status == "passed", stderr
 
 
 @pytest.fixture
