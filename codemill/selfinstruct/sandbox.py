@@ -6,19 +6,23 @@ How a candidate runs
 caller, so none of the caller's memory or environment comes along) with a
 scrubbed environment and common stdlib modules pre-imported. Each worker sets
 up once: cgroups, nested under the caller's own, that cap the memory and
-processes of each candidate's whole tree and give it an equal CPU share; and a
+processes of each candidate's whole tree and give it an equal CPU share; a
 private mount namespace whose root is a minimal tree of read-only binds (the
 system's /usr and its kin, the interpreter's install and packages, the dynamic
 loader's cache, /dev/null, zero, random and urandom) with a scratch tmpfs,
 pivoted into so that the rest of the host (/proc, /sys, /run, /etc, /home,
-Unix socket files, pseudo-terminals) is gone.
+Unix socket files, pseudo-terminals) is gone; and a network namespace of its
+own (loopback down: no network at all), which its candidates share one after
+another. A candidate cannot name a socket there (bind and listen are refused),
+and every process of a candidate is gone before the next starts, so nothing
+it made in that namespace can be found by the next.
 
 Then the worker forks a *zygote* and only then starts taking jobs: the zygote
 never receives a job or a result, so its memory holds nothing of any
 candidate. Per candidate the worker makes a scratch directory, writes the
 solution and the tests into two pipes and passes the candidate's pipes to the
-zygote, which unshares fresh PID, network (loopback down: no network at all)
-and IPC namespaces and forks the candidate's first process as PID 1 of them.
+zygote, which unshares fresh PID and IPC namespaces and forks the
+candidate's first process as PID 1 of them.
 That process starts its own session, joins the cgroups and forks the
 *solution's process*; it then reads the tests and becomes the *tests'
 process*, while the solution's process reads only the solution. Each locks
@@ -29,8 +33,8 @@ closed; its scratch directory (removed afterwards; if that fails, say for a
 tree too deep to walk, the scratch tmpfs is replaced whole); the worker's own
 unprivileged uid/gid with no groups; not dumpable (its memory is closed to
 /proc/pid/mem); no_new_privs (setuid binaries grant nothing); and a seccomp
-filter that refuses new user namespaces, ptrace, keyrings, BPF, perf events
-and userfaultfd. Forking a warm interpreter instead of starting Python is
+filter that refuses new user namespaces, ptrace, keyrings, BPF, perf events,
+userfaultfd and naming sockets (bind, listen). Forking a warm interpreter instead of starting Python is
 what makes this fast.
 
 The worker kills the candidate at the wall-clock timeout; as PID 1 its death
@@ -148,13 +152,13 @@ LAYERS: dict[str, str] = {
     "mount": "private mount namespace: a minimal read-only root (system libraries, the interpreter, "
              "four /dev nodes) and a scratch tmpfs per candidate",
     "pid": "a fresh PID namespace per candidate: sees no other process, takes its children along",
-    "net": "a fresh network namespace per candidate: no network, loopback down",
+    "net": "a network namespace per worker: no network, loopback down, no socket can be named",
     "ipc": "a fresh IPC namespace per candidate: no System V or POSIX IPC object outlives it",
     "cgroup": "a cgroup per worker capping the memory, processes and CPU share of a candidate's "
               "whole tree",
     "uid": "unprivileged uid/gid per worker: process limit binds; no signals, ptrace or root files",
-    "seccomp": "a seccomp filter: no new user namespaces, ptrace, keyrings, BPF, perf events or "
-               "userfaultfd",
+    "seccomp": "a seccomp filter: no new user namespaces, ptrace, keyrings, BPF, perf events, "
+               "userfaultfd or named sockets",
 }
 
 
@@ -476,7 +480,7 @@ _libc.syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c
 # from <linux/sched.h>, <linux/mount.h>, <linux/prctl.h>
 CLONE_NEWNS, CLONE_NEWIPC = 0x00020000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-_NAMESPACES = {"pid": CLONE_NEWPID, "net": CLONE_NEWNET, "ipc": CLONE_NEWIPC}  # fresh per candidate
+_NAMESPACES = {"pid": CLONE_NEWPID, "ipc": CLONE_NEWIPC}  # fresh per candidate (net: per worker)
 _CHILD_LAYERS = (*_NAMESPACES, "uid", "seccomp")  # tried in that order: seccomp last
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
@@ -499,11 +503,13 @@ _READY = b"R"
 _PLAIN_MESSAGE_BYTES = 64 << 20
 PR_SET_DUMPABLE = 4
 # The seccomp filter (classic BPF over struct seccomp_data: nr at 0, arch at 4, args from
-# 16). Denied: calls that only widen the kernel surface a candidate can reach.
+# 16). Denied: calls that only widen the kernel surface a candidate can reach, and naming
+# a socket (bind, listen), the one thing the worker's network namespace, which its
+# candidates share one after another, could otherwise carry from one to the next.
 _SECCOMP_ARCH = {  # machine: (AUDIT_ARCH_*, unshare, clone, clone3, denied calls)
-    # ptrace, add_key, request_key, keyctl, perf_event_open, bpf, userfaultfd
-    "x86_64": (0xC000003E, 272, 56, 435, (101, 248, 249, 250, 298, 321, 323)),
-    "aarch64": (0xC00000B7, 97, 220, 435, (117, 217, 218, 219, 241, 280, 282)),
+    # ptrace, add_key, request_key, keyctl, perf_event_open, bpf, userfaultfd, bind, listen
+    "x86_64": (0xC000003E, 272, 56, 435, (101, 248, 249, 250, 298, 321, 323, 49, 50)),
+    "aarch64": (0xC00000B7, 97, 220, 435, (117, 217, 218, 219, 241, 280, 282, 200, 201)),
 }
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER, CLONE_NEWUSER = 22, 2, 0x10000000
 _RET_ALLOW, _RET_KILL, _RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
@@ -880,7 +886,7 @@ def _zygote(st: _WorkerState, requests: socket.socket) -> None:
 
 
 def _fork_candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> int:
-    """Fork the candidate as PID 1 of fresh PID, network and IPC namespaces."""
+    """Fork the candidate as PID 1 of fresh PID and IPC namespaces."""
     if st.flags:
         _unshare(st.flags)  # the next child lands in the new namespaces
     try:
@@ -1277,6 +1283,10 @@ def _worker_main() -> None:
         _private_filesystem()
     except OSError:
         missing.append("mount")
+    try:  # per worker: a fresh one per candidate cost a quarter of the throughput
+        _unshare(CLONE_NEWNET)
+    except OSError:
+        missing.append("net")
     missing += _missing_child_layers(conf["uid"], pid_ns)
     for name in _WARM_MODULES:
         __import__(name)

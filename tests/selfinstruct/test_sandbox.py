@@ -262,6 +262,27 @@ def test_no_network(sandbox):
         listener.close()
 
 
+def test_sockets_cannot_be_named(sandbox):
+    """Candidates of a worker share its network namespace one after another: none can leave
+    a named socket (abstract Unix name, port) there for the next to find; unnamed socket
+    pairs still work."""
+    result = run_one(sandbox, dedent("""
+        import socket
+        def attempt(make):
+            try:
+                make()
+                return "done"
+            except OSError as exc:
+                return type(exc).__name__
+        print(attempt(lambda: socket.socket(socket.AF_UNIX).bind("\\0codemill-probe")),
+              attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(("0.0.0.0", 5555))),
+              attempt(lambda: socket.socket(socket.AF_INET).listen()),
+              attempt(lambda: (lambda a, b: a.send(b"x") and b.recv(1))(*socket.socketpair())))
+        """) + WRONG)
+    assert_not_passed(result)
+    assert result.stdout.split() == ["PermissionError"] * 3 + ["done"], result.stdout
+
+
 def test_no_writes_outside_scratch(sandbox, tmp_path):
     tag = uuid.uuid4().hex
     owned = tmp_path / "open"
