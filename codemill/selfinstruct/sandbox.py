@@ -129,14 +129,11 @@ import random
 import resource
 import select
 import selectors
-import shutil
 import signal
 import socket
 import stat
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import types
@@ -144,6 +141,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
+
+# shutil, subprocess and tempfile are imported where they are used, never before the
+# zygote forks: every candidate is forked from it, and a fork (and exit) costs less the
+# fewer mappings it copies (those modules bring bz2, lzma, zlib and threading along).
 
 if TYPE_CHECKING:  # this file also runs as the workers' script: no codemill imports there
     from codemill.selfinstruct.config import SandboxConfig
@@ -272,6 +273,8 @@ _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSE
 def _reserve_uids(base: int, count: int) -> tuple[list[int], list[int]]:
     """`count` uids from `base` up that no other Sandbox on this host holds, and the locks
     (open fds, released when closed) that hold them for this one."""
+    import tempfile
+
     folder = os.path.join(tempfile.gettempdir(), f"codemill-sandbox-uids-{os.getuid()}")
     os.makedirs(folder, mode=0o700, exist_ok=True)
     uids: list[int] = []
@@ -297,6 +300,9 @@ def _user_namespace_prefix() -> list[str]:
     as root of a user namespace of its own, and PID 1 of a PID namespace owned by it, where
     it may make every namespace and mount the sandbox uses; [] when running as root or where
     user namespaces are not allowed."""
+    import shutil
+    import subprocess
+
     with open("/proc/self/status") as fh:
         caps = int(next(line for line in fh if line.startswith("CapEff:")).split()[1], 16)
     unshare = shutil.which("unshare")
@@ -309,6 +315,8 @@ def _user_namespace_prefix() -> list[str]:
 
 class _Worker:
     def __init__(self, uid: int, cfg: SandboxConfig, prefix: list[str]) -> None:
+        import subprocess
+
         # -s -P: no user site, no script directory on sys.path; env is ours alone
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-s", "-P", os.path.abspath(__file__)],
@@ -328,6 +336,8 @@ class _Worker:
         return tuple(missing)
 
     def close(self) -> None:
+        import subprocess
+
         self.proc.stdin.close()
         try:
             self.proc.wait(timeout=2)
@@ -754,13 +764,15 @@ class _WorkerState:
         self.cgroup_procs = cgroup_procs
         self.flags = sum(flag for layer, flag in _NAMESPACES.items() if layer not in missing)
         if "mount" in missing:
+            import tempfile
+
             self.scratch_root = tempfile.mkdtemp(prefix="codemill-sandbox-")
             os.chmod(self.scratch_root, 0o711)
+            tempfile.tempdir = None  # candidates' tempfile follows their TMPDIR
         else:
             self.scratch_root = "/tmp/scratch"  # a tmpfs of its own, so it can be replaced whole
             os.mkdir(self.scratch_root)
             _mount_scratch_root(self)
-        tempfile.tempdir = None  # candidates' tempfile follows their TMPDIR
         self.devnull = _high(os.open(os.devnull, os.O_RDONLY))
         self.seccomp = None if "seccomp" in missing else _seccomp_filter()
         self.count = 0
@@ -808,6 +820,9 @@ def _drop_scratch(st: _WorkerState, scratch: str) -> None:
     """Whatever the candidate left goes, however deep or unwritable; never raises. When a
     plain removal fails (a tree too deep for rmtree's recursion, say), the worker's scratch
     tmpfs is detached whole and a fresh one mounted (else `rm`, which walks any depth)."""
+    import shutil
+    import subprocess
+
     try:
         shutil.rmtree(scratch)
         return
@@ -1316,6 +1331,8 @@ def _worker_main() -> None:
     requests.close()  # the zygote's cue to exit; reaped, its and the candidates' CPU time
     os.waitpid(zygote, 0)  # count towards this worker's (and so the caller's) children
     if "mount" in st.missing:  # a directory on the host's /tmp, not a private tmpfs
+        import shutil
+
         shutil.rmtree(st.scratch_root, ignore_errors=True)
 
 
