@@ -4,7 +4,9 @@
 paths) read by the ingest stage on local[2], against `pyarrow.json.read_json` on 2
 threads; (b) the same records as a Parquet dataset (several files and row groups)
 against `pyarrow.parquet.read_table`, with Spark's own Parquet reader beside codemill's;
-(c) a whole `codemill run` on a few small JSONL files: wall seconds and where they go.
+both at two sizes, a large input (about 1 GB of text, where the target is judged) and
+a small one (about 210 MB, where a Spark job's fixed cost weighs); (c) a whole
+`codemill run` on a few small JSONL files: wall seconds and where they go.
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ from codemill.storage.folder import Folder
 
 OUT = Path("bench-out/ingest-readers")
 CORES = 2
-JSONL_BYTES = 210_000_000
+SIZES = {"large": 1_000_000_000, "small": 210_000_000}  # bytes of text in the inputs
 PARQUET_FILES = 4
 ROW_GROUP_ROWS = 2_000
 SPARK = SparkConfig(master=f"local[{CORES}]", conf={"spark.sql.shuffle.partitions": "4",
                                                      "spark.driver.memory": "2g"})
-RUNS = 5
-TINY_RUNS = 5
+RUNS = {"large": 3, "small": 5}
+TINY_RUNS = {"large": 3, "small": 5}
 
 
 def code_records(limit_bytes: int) -> Iterator[dict]:
@@ -74,9 +76,9 @@ def prose_records(n: int) -> list[dict]:
             for p in files]
 
 
-def write_inputs(jsonl: Path, parquet: Path) -> int:
+def write_inputs(jsonl: Path, parquet: Path, text_bytes: int) -> int:
     """The JSONL file and the Parquet dataset of the same records; the records' count."""
-    records = list(code_records(JSONL_BYTES))
+    records = list(code_records(text_bytes))
     with open(jsonl, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     parquet.mkdir(parents=True, exist_ok=True)
@@ -100,7 +102,7 @@ def timed(run: Callable[[], object], first: Callable[[], object] = lambda: None)
     return seconds
 
 
-def interleaved_best(runs: list[Callable[[], float]], rounds: int = RUNS) -> list[float]:
+def interleaved_best(runs: list[Callable[[], float]], rounds: int) -> list[float]:
     """The best of each of `runs` (each returns the seconds of what it measures), all run
     in turn within every round: a shared machine's quiet and busy spells fall on all of
     them alike, not on whichever ran last."""
@@ -165,16 +167,8 @@ def reader_run(rows_of: Callable[[], object]) -> Callable[[], float]:
     return timed(lambda: rows_of().write.format("noop").mode("overwrite").save())
 
 
-def readers_section(records: int, jsonl: Path, parquet: Path) -> list[str]:
+def readers_section(spark, label: str, records: int, jsonl: Path, parquet: Path) -> list[str]:
     from codemill.ingest.stage import _parquet_readers, _remote_parquet_rows, _task_per_reader
-    from codemill.spark import get_spark
-
-    spark = get_spark(SPARK)
-    warm = OUT / "warm.jsonl"
-    warm.write_text(json.dumps({"content": "x = 1\n", "path": "w.py"}) + "\n")
-    warm_src = SourceConfig(name="warm", type="jsonl", path=str(warm))
-    stage_run(spark, warm_src)()  # workers import codemill
-    in_spark_run(spark, warm_src)()
 
     pa.set_cpu_count(CORES)
     block = pj.ReadOptions(use_threads=True, block_size=32 << 20)
@@ -212,11 +206,10 @@ def readers_section(records: int, jsonl: Path, parquet: Path) -> list[str]:
     seconds: dict[int, float] = {}
     for group in dict.fromkeys(g for g, *_ in runs):
         indices = [i for i, (g, *_) in enumerate(runs) if g == group]
-        seconds.update(zip(indices, interleaved_best([runs[i][-1] for i in indices])))
+        seconds.update(zip(indices, interleaved_best([runs[i][-1] for i in indices], RUNS[label])))
     figures = [(kind, reader, size, seconds[i]) for i, (_, kind, reader, size, _) in enumerate(runs)]
-    spark.stop()
     lines = [
-        f"## Record readers vs pyarrow ({records:,} stdlib records, {CORES} cores)",
+        f"## Record readers vs pyarrow, {label} input ({records:,} stdlib records, {CORES} cores)",
         "",
         "| input | reader | MB on disk | seconds | MB/s | vs pyarrow |",
         "|---|---|---:|---:|---:|---:|",
@@ -231,7 +224,7 @@ def readers_section(records: int, jsonl: Path, parquet: Path) -> list[str]:
         f"pyarrow on {CORES} threads; codemill on local[{CORES}] after a warm-up run (Python workers started). "
         "The stage figure is `ingest()` as a run on a local `out` calls it: every record parsed, hashed, "
         "given its id and language, and the document and dropped tables written as Parquet by the read "
-        f"tasks. Best of {RUNS} rounds; pyarrow, the floor and the stage are timed in turn within each round "
+        f"tasks. Best of {RUNS[label]} rounds; pyarrow, the floor and the stage are timed in turn within each round "
         "(a busy spell falls on all of them). "
         "Target: the stage at >= 50% of pyarrow's throughput. The floor rows do "
         "only what no ingest can skip (read, hash every text, write), in pyarrow and hashlib on the same "
@@ -301,14 +294,27 @@ def _seconds_of(command: list[str]) -> float:
 
 
 def main() -> str:
+    from codemill.spark import get_spark
+
     OUT.mkdir(parents=True, exist_ok=True)
-    jsonl, parquet = OUT / "records.jsonl", OUT / "parquet"
-    subprocess.run(["rm", "-rf", str(parquet)], check=True)
-    records = write_inputs(jsonl, parquet)
     load = os.getloadavg()[0]
-    lines = readers_section(records, jsonl, parquet)
-    print("\n".join(lines), file=sys.stderr, flush=True)  # kept if the tiny run fails
-    lines += [""] + tiny_run_section()
+    spark = get_spark(SPARK)
+    warm = OUT / "warm.jsonl"
+    warm.write_text(json.dumps({"content": "x = 1\n", "path": "w.py"}) + "\n")
+    warm_src = SourceConfig(name="warm", type="jsonl", path=str(warm))
+    stage_run(spark, warm_src)()  # workers import codemill
+    in_spark_run(spark, warm_src)()
+    lines: list[str] = []
+    for size, text_bytes in SIZES.items():
+        jsonl, parquet = OUT / f"records-{size}.jsonl", OUT / f"parquet-{size}"
+        subprocess.run(["rm", "-rf", str(parquet)], check=True)
+        records = write_inputs(jsonl, parquet, text_bytes)
+        lines += readers_section(spark, size, records, jsonl, parquet) + [""]
+        jsonl.unlink()
+        subprocess.run(["rm", "-rf", str(parquet), str(OUT / "work")], check=True)
+        print("\n".join(lines), file=sys.stderr, flush=True)  # kept if a later part fails
+    spark.stop()
+    lines += tiny_run_section()
     lines += ["", f"Load average {load:.1f} before the runs, {os.getloadavg()[0]:.1f} after (shared cores)."]
     return "\n".join(lines)
 

@@ -203,7 +203,7 @@ def read_jsonl_pieces(
     """The lines of planned pieces of local JSONL files (`codemill.ingest.splits`) -> rows,
     named and numbered as if the whole files were read."""
     for piece in pieces:
-        blocks = _file_blocks(piece.path, None) if piece.start == 0 and piece.end is None else range_blocks(piece)
+        blocks = _file_blocks(piece.path, None) if is_compressed(piece.path) else range_blocks(piece)
         yield from jsonl_blocks_batches(blocks, piece.path, columns, source, invalid_utf8, malformed)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import mmap
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
@@ -144,15 +145,14 @@ def numbered_lines(f: BinaryIO, lineno: int = 1, pos: int = 0, end: int | None =
         tail = block[start:]
 
 
-def numbered_blocks(f: BinaryIO, lineno: int = 1, pos: int = 0, end: int | None = None,
-                    size: int = _READ_BLOCK, rewind: bool = False) -> Iterator[tuple[int, memoryview]]:
-    """(number of the first line, whole lines) of a binary stream from `pos` on, in blocks
-    of about `size` bytes (more when a line is longer), until a line begins at or after
-    `end`. Every block but a stream's last ends with b"\\n". With `rewind` (a stream that
-    seeks cheaply, unlike gzip), the line a read cuts is read again by the next read
-    instead of being copied in front of it."""
-    tail = b""
-    while end is None or pos < end:
+def numbered_blocks(f: BinaryIO, size: int = _READ_BLOCK, rewind: bool = False
+                    ) -> Iterator[tuple[int, memoryview]]:
+    """(number of the first line, whole lines) of a binary stream, in blocks of about
+    `size` bytes (more when a line is longer). Every block but the stream's last ends
+    with b"\\n". With `rewind` (a stream that seeks cheaply, unlike gzip), the line a
+    read cuts is read again by the next read instead of being copied in front of it."""
+    lineno, tail = 1, b""
+    while True:
         block = f.read(size)
         if not block:
             if tail:
@@ -161,14 +161,9 @@ def numbered_blocks(f: BinaryIO, lineno: int = 1, pos: int = 0, end: int | None 
         if tail:
             block = tail + block
         cut = block.rfind(b"\n") + 1
-        if end is not None and end - pos <= cut:
-            # the last line that begins before `end` is the one holding byte end - 1
-            yield lineno, memoryview(block)[:block.find(b"\n", end - pos - 1) + 1]
-            return
         if cut:
             yield lineno, memoryview(block)[:cut]
             lineno += int(np.count_nonzero(np.frombuffer(block, np.uint8, cut) == NEWLINE))
-            pos += cut
         if rewind and cut:
             f.seek(cut - len(block), io.SEEK_CUR)
             tail = b""
@@ -177,13 +172,29 @@ def numbered_blocks(f: BinaryIO, lineno: int = 1, pos: int = 0, end: int | None 
 
 
 def range_blocks(piece: Piece, size: int = _READ_BLOCK) -> Iterator[tuple[int, memoryview]]:
-    """`numbered_blocks` of the lines that begin in the piece's range."""
+    """`numbered_blocks` of the lines that begin in the piece's range of a plain file,
+    read where the kernel maps it: blocks are views of the page cache, never copies."""
     with open(piece.path, "rb") as f:
-        lineno = piece.newlines_before + 1
-        pos = piece.start
-        if piece.start > 0:
-            f.seek(piece.start - 1)
-            partial = f.readline()  # the end of the line before; b"\n" if a line begins at start
-            pos += len(partial) - 1
-            lineno += partial != b"\n"
-        yield from numbered_blocks(f, lineno, pos, piece.end, size, rewind=True)
+        length = os.fstat(f.fileno()).st_size
+        if length == 0:
+            return
+        # the map outlives the file; it closes when the last view of it is gone
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    mapped.madvise(mmap.MADV_SEQUENTIAL)
+    view = memoryview(mapped)
+    end = length if piece.end is None else min(piece.end, length)
+    lineno, pos = piece.newlines_before + 1, piece.start
+    if pos > 0:
+        pos = mapped.find(b"\n", pos - 1) + 1 or length  # the line cut by the range's start
+        lineno += pos != piece.start
+    while pos < end:
+        if end - pos <= size:  # the last block: up to the end of the line holding byte end - 1
+            yield lineno, view[pos:mapped.find(b"\n", end - 1) + 1 or length]
+            return
+        cut = mapped.rfind(b"\n", pos, pos + size) + 1
+        if not cut:  # a line longer than a block
+            cut = mapped.find(b"\n", pos + size) + 1 or length
+        block = view[pos:cut]
+        yield lineno, block
+        lineno += int(np.count_nonzero(np.frombuffer(block, np.uint8) == NEWLINE))
+        pos = cut
