@@ -41,7 +41,7 @@ ROW_GROUP_ROWS = 2_000
 SPARK = SparkConfig(master=f"local[{CORES}]", conf={"spark.sql.shuffle.partitions": "4",
                                                      "spark.driver.memory": "2g"})
 RUNS = {"large": 3, "small": 5}
-TINY_RUNS = {"large": 3, "small": 5}
+TINY_RUNS = 5
 
 
 def code_records(limit_bytes: int) -> Iterator[dict]:
