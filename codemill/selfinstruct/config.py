@@ -162,6 +162,9 @@ class SandboxConfig(Section):
     # "shared": in the solution's process, at about twice the rate, for candidates that do
     # not set out to forge one (the sandbox module's docstring says what that allows)
     tests_process: Literal["own", "shared"] = "own"
+    # Without root, what starts each worker as root of a user namespace of its own:
+    # bubblewrap (`bwrap`) where installed, else util-linux `unshare` ("auto"), or that one
+    rootless_launcher: Literal["auto", "bubblewrap", "unshare"] = "auto"
 
 
 @dataclass

