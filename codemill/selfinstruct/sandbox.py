@@ -34,8 +34,8 @@ tree too deep to walk, the scratch tmpfs is replaced whole); the worker's own
 unprivileged uid/gid with no groups; not dumpable (its memory is closed to
 /proc/pid/mem); no_new_privs (setuid binaries grant nothing); and a seccomp
 filter that refuses new user namespaces, ptrace, keyrings, BPF, perf events,
-userfaultfd and naming sockets (bind, listen). Forking a warm interpreter instead of starting Python is
-what makes this fast.
+userfaultfd and naming sockets (bind, listen). Forking a warm interpreter
+instead of starting Python is what makes this fast.
 
 The worker kills the candidate at the wall-clock timeout; as PID 1 its death
 makes the kernel kill everything it started, even processes that left its
