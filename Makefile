@@ -61,7 +61,7 @@ demo-selfinstruct: java $(INSTALLED)
 ISOLATED := $(shell [ "$$(id -u)" = 0 ] && unshare --fork --pid --mount-proc true 2>/dev/null \
 	&& echo unshare --fork --pid --mount-proc)
 test: java lint jvm-archive
-	$(PY) -m pytest -q --ignore tests/selfinstruct/test_sandbox.py $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 --ignore tests/selfinstruct/test_sandbox.py $(PYTEST_ARGS)
 	$(ISOLATED) $(PY) -m pytest -q tests/selfinstruct/test_sandbox.py $(PYTEST_ARGS)
 
 # The tests that need no JVM: kernels, config, loader, model; about a minute.
