@@ -832,7 +832,6 @@ def _drop_scratch(st: _WorkerState, scratch: str) -> None:
     plain removal fails (a tree too deep for rmtree's recursion, say), the worker's scratch
     tmpfs is detached whole and a fresh one mounted (else `rm`, which walks any depth)."""
     import shutil
-    import subprocess
 
     try:
         shutil.rmtree(scratch)
@@ -844,6 +843,8 @@ def _drop_scratch(st: _WorkerState, scratch: str) -> None:
             _check(_libc.umount2(st.scratch_root.encode(), MNT_DETACH), "umount")
             _mount_scratch_root(st)
         else:
+            import subprocess  # only here: the worker has no other use for it
+
             subprocess.run(["rm", "-rf", "--one-file-system", "--", scratch],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     except OSError:
