@@ -12,6 +12,7 @@ instead of once per worker (the forks share them).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -33,5 +34,9 @@ if __name__ == "__main__":
     for module in PRELOADED:
         importlib.import_module(module)
     from pyspark.daemon import manager
+
+    # The preloaded modules' objects never die: out of the collector's reach, a worker's
+    # collections skip them (and leave their pages shared with the daemon).
+    gc.freeze()
 
     manager()

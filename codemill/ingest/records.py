@@ -403,11 +403,18 @@ def records_batches(batch: pa.RecordBatch, first_row: int, where: str, default_n
     else:
         out = to_batch(list(_facts_rows(batch, facts, first_row, where, default_name, columns, source)))
     kept = pc.is_null(out.column("reason"))
-    if pc.all(kept).as_py():
-        out = out.set_column(_CONTENT, "content", content)
-    else:
-        out = out.set_column(_CONTENT, "content", pc.if_else(kept, content, pa.scalar(None, pa.string())))
+    out = out.set_column(_CONTENT, "content", content if pc.all(kept).as_py() else _kept_texts(content, kept))
     yield from byte_slices(out, "content", BATCH_BYTES)
+
+
+def _kept_texts(content: pa.StringArray, kept: pa.BooleanArray) -> pa.StringArray:
+    """`content` with the texts of dropped rows null, sharing its offsets and bytes: a
+    filter or `if_else` would copy every text of the batch."""
+    valid = pc.and_(kept, content.is_valid())
+    if content.offset:  # the validity bitmap is indexed from the array's offset
+        valid = pa.concat_arrays([pa.array([False] * content.offset), valid])
+    return pa.Array.from_buffers(pa.string(), len(content), [valid.buffers()[1], *content.buffers()[1:]],
+                                 offset=content.offset)
 
 
 def _facts_rows(batch: pa.RecordBatch, facts: list[ContentFacts | None], first_row: int, where: str,
