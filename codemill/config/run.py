@@ -68,7 +68,7 @@ DEFAULT_SPARK_CONF = {
     "spark.executorEnv.SPARK_SIMPLIFIED_TRACEBACK": "1",
     # pyarrow's allocator (mimalloc) hands freed memory back to the kernel after 10 ms,
     # and a worker's next batch faults it in again, zeroed: a tenth of ingest's time.
-    # Kept a second, a worker streaming batches reuses it.
+    # Kept 10 s, it serves the worker's next batches and the next job's tasks.
     "spark.executorEnv.MIMALLOC_PURGE_DELAY": "10000",
 }
 
