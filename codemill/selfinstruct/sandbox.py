@@ -931,19 +931,17 @@ def _read_source(fd: int) -> str:
     return marshal.loads(data)
 
 
-def _lock_down(st: _WorkerState, scratch: str, fds: dict[int, int]) -> None:
-    """Confine this process before it runs any job code: `fds` (target number: open fd)
-    dup2'ed into place and every other fd closed, rlimits, the scratch dir, no uid or
-    capability of its own, no new privileges, the seccomp filter."""
+def _confine(st: _WorkerState, scratch: str) -> None:
+    """What a candidate's processes share, set once before the solution's process is
+    forked (it inherits them): stdin from /dev/null, rlimits, the scratch dir, no uid or
+    capability of its own, not dumpable. No new privileges and the seccomp filter came
+    with the fork from the zygote."""
     os.dup2(st.devnull, _STDIN)
-    for target, fd in fds.items():
-        os.dup2(fd, target, inheritable=target <= _STDERR)
     for limit, value in st.rlimits:
         hard = resource.getrlimit(limit)[1]
         if hard != resource.RLIM_INFINITY:  # without root a limit cannot be raised
             value = min(value, hard)
         resource.setrlimit(limit, (value, value))
-    os.closerange(max(fds) + 1, 1 << 20)
     os.chdir(scratch)
     os.environ["HOME"] = os.environ["TMPDIR"] = scratch  # the rest is the worker's scrubbed env
     if "uid" not in st.missing:
@@ -953,10 +951,15 @@ def _lock_down(st: _WorkerState, scratch: str, fds: dict[int, int]) -> None:
     else:  # still uid 0 (of a user namespace, rootless): at least no capability is left
         _drop_capabilities()
     _prctl(PR_SET_DUMPABLE, 0)  # its memory stays closed to same-uid processes (/proc/pid/mem)
-    _prctl(PR_SET_NO_NEW_PRIVS, 1)
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the credential change cleared it
-    if st.seccomp is not None:
-        _install_seccomp(st.seccomp)
+
+
+def _lock_down(fds: dict[int, int]) -> None:
+    """The last step before job code runs in a confined process: `fds` (target number:
+    open fd) dup2'ed into place and every other fd closed."""
+    for target, fd in fds.items():
+        os.dup2(fd, target, inheritable=target <= _STDERR)
+    os.closerange(max(fds) + 1, 1 << 20)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited, and cleared by a credential change
 
 
 def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
@@ -970,12 +973,13 @@ def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
         _one_process(st, scratch, fds)
     calls_r, calls_w = _pipe()
     replies_r, replies_w = _pipe()
+    _confine(st, scratch)  # once for both processes: the solution's inherits it
     solution_pid = _in_child(_solution_process, st, scratch, (out_w, err_w, sol_r, calls_r, replies_w))
     for fd in (sol_r, calls_r, replies_w):
         os.close(fd)
     tests = _read_source(tests_r)
-    _lock_down(st, scratch, {_STDOUT: out_w, _STDERR: err_w, _NONCE_FD: nonce_r, _CHANNEL_FD: chan_w,
-                             _CALLS_FD: calls_w, _REPLIES_FD: replies_r})
+    _lock_down({_STDOUT: out_w, _STDERR: err_w, _NONCE_FD: nonce_r, _CHANNEL_FD: chan_w,
+                _CALLS_FD: calls_w, _REPLIES_FD: replies_r})
     exit_, read, write, fail = os._exit, os.read, os.write, BaseException
     if _recv_plain(_REPLIES_FD) != "ready":  # the solution's process could not lock down
         exit_(1)
@@ -1010,7 +1014,7 @@ def _solution_process(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> N
     with plain data only. It never holds the tests, the pass proof or the channel."""
     out_w, err_w, sol_r, calls_r, replies_w = fds
     solution = _read_source(sol_r)
-    _lock_down(st, scratch, {_STDOUT: out_w, _STDERR: err_w, _SOLUTION_CALLS_FD: calls_r,
+    _lock_down({_STDOUT: out_w, _STDERR: err_w, _SOLUTION_CALLS_FD: calls_r,
                              _SOLUTION_REPLIES_FD: replies_w})
     exit_, fail = os._exit, BaseException  # bound before candidate code can rebind them
     send, recv, plain = _send_plain, _recv_plain, _to_plain
@@ -1170,7 +1174,8 @@ def _one_process(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
     harness proves completion from the same process (never returns)."""
     out_w, err_w, nonce_r, chan_w, sol_r, tests_r = fds
     solution, tests = _read_source(sol_r), _read_source(tests_r)
-    _lock_down(st, scratch, {_STDOUT: out_w, _STDERR: err_w, _NONCE_FD: nonce_r, _CHANNEL_FD: chan_w})
+    _confine(st, scratch)
+    _lock_down({_STDOUT: out_w, _STDERR: err_w, _NONCE_FD: nonce_r, _CHANNEL_FD: chan_w})
     # What the harness uses once candidate code has run is bound to locals now: that code can
     # rebind builtins and module attributes (exec, os._exit, BaseException...), not these.
     exit_, read, write, fail, report = os._exit, os.read, os.write, BaseException, _report
@@ -1197,10 +1202,48 @@ def _report(exc: BaseException, *sources: str) -> None:
         _flush()
         for name, source in zip(sources[::2], sources[1::2]):
             linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        trace = traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next)
+        trace = _trace(exc, exc.__traceback__.tb_next, set())
         os.write(_STDERR, "".join(trace).encode("utf-8", "replace"))
     except BaseException:
         pass
+
+
+def _trace(exc: BaseException, tb: types.TracebackType | None, seen: set[int]) -> list[str]:
+    """`traceback.format_exception`'s text, chained exceptions included, without the
+    harness's frames or the carets under each line: placing those parses every line
+    again, which doubled the memory a failing candidate's process touches after its fork
+    (and so its copy-on-write faults): a tenth of the sandbox's CPU went to formatting."""
+    seen.add(id(exc))
+    lines: list[str] = []
+    if exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        lines += _trace(exc.__cause__, exc.__cause__.__traceback__, seen)
+        lines.append("\nThe above exception was the direct cause of the following exception:\n\n")
+    elif (exc.__context__ is not None and not exc.__suppress_context__
+          and id(exc.__context__) not in seen):
+        lines += _trace(exc.__context__, exc.__context__.__traceback__, seen)
+        lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+    if tb is not None:
+        lines.append("Traceback (most recent call last):\n")
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename != __file__:  # the harness's frames (a solution's stand-in) say nothing
+            lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+            if text := linecache.getline(code.co_filename, tb.tb_lineno).strip():
+                lines.append(f"    {text}\n")
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError):  # its own lines say where: rare enough for the full format
+        return lines + traceback.format_exception_only(type(exc), exc)
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
+    try:
+        text = str(exc)
+    except BaseException:
+        text = "<exception str() failed>"
+    lines.append(f"{name}: {text}\n" if text else f"{name}\n")
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        lines += [f"{note}\n" for note in notes if isinstance(note, str)]
+    return lines
 
 
 def _drop_capabilities() -> None:
@@ -1326,6 +1369,11 @@ def _worker_main() -> None:
         try:
             os.close(proto_in), os.close(proto_out), requests.close()
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            # Once, here: every candidate inherits both with its fork (setuid binaries grant
+            # nothing; the filter needs no_new_privs where the zygote lacks CAP_SYS_ADMIN).
+            _prctl(PR_SET_NO_NEW_PRIVS, 1)
+            if st.seccomp is not None:
+                _install_seccomp(st.seccomp)
             _zygote(st, zygote_end)
         finally:
             os._exit(0)

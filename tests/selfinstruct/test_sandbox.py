@@ -698,6 +698,36 @@ def test_host_resources_are_out_of_reach(sandbox, open_socket, escape):
         server.accept()  # nobody connected
 
 
+def test_both_processes_run_filtered_without_new_privileges(sandbox):
+    """The seccomp filter and no_new_privs come with the fork from the zygote: the
+    solution's process and the tests' process each report both (prctl: seccomp mode 2 is
+    a filter, no_new_privs 1)."""
+    probe = "(ctypes.CDLL(None).prctl(21, 0, 0, 0, 0), ctypes.CDLL(None).prctl(39, 0, 0, 0, 0))"
+    solution = f"import ctypes\nseen = {probe}\ndef f():\n    return list(seen)\n"
+    result = run_one(sandbox, solution, (f"import ctypes\nassert {probe} == (2, 1)", "assert f() == [2, 1]"))
+    assert result.passed, result.stderr
+
+
+@pytest.mark.parametrize("tests_process", ["own", "shared"])
+def test_a_failure_is_reported_as_a_traceback_with_its_lines_and_causes(request, tests_process):
+    solution = dedent("""
+        def f(x):
+            try:
+                return {}[x]
+            except KeyError as exc:
+                raise ValueError(f"no {x}") from exc
+        """)
+    result = run_one(either_sandbox(request, tests_process), solution, "assert f(1) == 2")
+    assert result.status == "failed"
+    assert "Traceback (most recent call last):" in result.stderr
+    assert 'line 1, in <module>\n    assert f(1) == 2\n' in result.stderr  # the test's own line
+    assert "sandbox.py" not in result.stderr  # no frame of the harness
+    assert "ValueError: no 1" in result.stderr
+    if tests_process == "shared":  # the solution's frames and the cause are in this process
+        assert "raise ValueError(f\"no {x}\") from exc" in result.stderr
+        assert "KeyError: 1" in result.stderr and "direct cause" in result.stderr
+
+
 # --- without root ----------------------------------------------------------------------------
 
 ROOTLESS = dedent("""
