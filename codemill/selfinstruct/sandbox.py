@@ -960,6 +960,7 @@ def _lock_down(fds: dict[int, int]) -> None:
         os.dup2(fd, target, inheritable=target <= _STDERR)
     os.closerange(max(fds) + 1, 1 << 20)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited, and cleared by a credential change
+    random.seed(0)  # every fork reseeds it from urandom: each candidate starts from one state
 
 
 def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
@@ -1360,7 +1361,6 @@ def _worker_main() -> None:
     missing += _missing_child_layers(conf["uid"], pid_ns)
     for name in _WARM_MODULES:
         __import__(name)
-    random.seed(0)  # every candidate starts from one random state: verdicts are reproducible
     gc.freeze()  # keep the collector from touching (and so copying) inherited pages
     st = _WorkerState(conf, tuple(missing), pid_ns, cgroup_procs)
     requests, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

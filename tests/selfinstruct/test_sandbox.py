@@ -709,6 +709,17 @@ def test_both_processes_run_filtered_without_new_privileges(sandbox):
 
 
 @pytest.mark.parametrize("tests_process", ["own", "shared"])
+def test_every_candidate_starts_from_one_random_state(request, tests_process):
+    """Verdicts are reproducible: `random` in every candidate (and in its tests) draws the
+    same numbers, however many candidates the worker ran before."""
+    solution = "import random\ndrawn = random.random()\ndef f():\n    return drawn\n"
+    tests = "import random\nprint(f(), random.random())"
+    results = either_sandbox(request, tests_process).run([Candidate(solution, tests)] * 4)
+    assert all(r.passed for r in results), results[0].stderr
+    assert len({r.stdout for r in results}) == 1
+
+
+@pytest.mark.parametrize("tests_process", ["own", "shared"])
 def test_a_failure_is_reported_as_a_traceback_with_its_lines_and_causes(request, tests_process):
     solution = dedent("""
         def f(x):
