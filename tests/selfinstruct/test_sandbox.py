@@ -708,6 +708,15 @@ def test_both_processes_run_filtered_without_new_privileges(sandbox):
     assert result.passed, result.stderr
 
 
+def test_each_worker_keeps_its_candidates_on_one_cpu_of_its_own(sandbox):
+    allowed = sorted(os.sched_getaffinity(0))
+    solution = "import os\ncpus = sorted(os.sched_getaffinity(0))\ndef f():\n    return cpus\n"
+    results = sandbox.run([Candidate(solution, "print(f())")] * 8)
+    seen = {r.stdout for r in results}
+    assert all(len(ast.literal_eval(c)) == 1 and ast.literal_eval(c)[0] in allowed for c in seen), seen
+    assert len(seen) == min(CFG.workers, len(allowed))  # both workers took jobs, each on its own core
+
+
 @pytest.mark.parametrize("tests_process", ["own", "shared"])
 def test_every_candidate_starts_from_one_random_state(request, tests_process):
     """Verdicts are reproducible: `random` in every candidate (and in its tests) draws the
