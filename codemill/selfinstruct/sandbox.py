@@ -773,12 +773,13 @@ class _WorkerState:
         self.tests_process = conf["tests_process"]
         self.output_bytes = conf["output_bytes"]
         self.scratch_bytes = conf["scratch_bytes"]
-        self.rlimits = ((resource.RLIMIT_CPU, int(self.timeout) + 1),
-                        (resource.RLIMIT_AS, conf["memory_bytes"]),
-                        (resource.RLIMIT_NPROC, conf["max_processes"]),
-                        (resource.RLIMIT_FSIZE, conf["max_file_bytes"]),
-                        (resource.RLIMIT_NOFILE, conf["max_open_files"]),
-                        (resource.RLIMIT_CORE, 0))
+        limits = ((resource.RLIMIT_CPU, int(self.timeout) + 1),
+                  (resource.RLIMIT_AS, conf["memory_bytes"]),
+                  (resource.RLIMIT_NPROC, conf["max_processes"]),
+                  (resource.RLIMIT_FSIZE, conf["max_file_bytes"]),
+                  (resource.RLIMIT_NOFILE, conf["max_open_files"]),
+                  (resource.RLIMIT_CORE, 0))
+        self.rlimits = tuple((limit, _within_hard_limit(limit, value)) for limit, value in limits)
         self.missing = missing
         self.pid_ns = pid_ns  # the worker's own PID namespace, to return to after each fork
         self.cgroup_procs = cgroup_procs
@@ -796,6 +797,12 @@ class _WorkerState:
         self.devnull = _high(os.open(os.devnull, os.O_RDONLY))
         self.seccomp = None if "seccomp" in missing else _seccomp_filter()
         self.count = 0
+
+
+def _within_hard_limit(limit: int, value: int) -> int:
+    """Without root a limit cannot be raised above its hard limit."""
+    hard = resource.getrlimit(limit)[1]
+    return value if hard == resource.RLIM_INFINITY else min(value, hard)
 
 
 def _high(fd: int) -> int:
@@ -843,6 +850,11 @@ def _drop_scratch(st: _WorkerState, scratch: str) -> None:
     import shutil
 
     try:
+        os.rmdir(scratch)  # most candidates leave nothing behind
+        return
+    except OSError:
+        pass
+    try:
         shutil.rmtree(scratch)
         return
     except Exception:  # RecursionError is not an OSError
@@ -873,8 +885,8 @@ def _run_job(st: _WorkerState, zygote: socket.socket, solution: str, tests: str)
     _make_scratch(st, scratch)
     fds: list[int] = []
     try:
-        for _ in range(6):
-            fds.extend(_pipe())
+        for _ in range(6):  # the zygote moves its copies clear of the candidate's numbers
+            fds.extend(os.pipe())
         out_r, out_w, err_r, err_w, nonce_r, nonce_w, chan_r, chan_w, sol_r, sol_w, tests_r, tests_w = fds
         # The job waits in pipes read after the fork: the zygote never holds any job, so no
         # candidate inherits another's data; solution and tests travel apart, each read
@@ -947,9 +959,6 @@ def _confine(st: _WorkerState, scratch: str) -> None:
     with the fork from the zygote."""
     os.dup2(st.devnull, _STDIN)
     for limit, value in st.rlimits:
-        hard = resource.getrlimit(limit)[1]
-        if hard != resource.RLIM_INFINITY:  # without root a limit cannot be raised
-            value = min(value, hard)
         resource.setrlimit(limit, (value, value))
     os.chdir(scratch)
     os.environ["HOME"] = os.environ["TMPDIR"] = scratch  # the rest is the worker's scrubbed env
