@@ -89,7 +89,7 @@ yield a pass. What is left to a solution is to be a function: its answers
 to the tests' calls.
 
 With `tests_process = "shared"` the tests run in the solution's process, at
-about twice the rate (one fork per candidate instead of two). The harness
+about 1.7 times the rate (one fork per candidate instead of two). The harness
 then binds what it uses after the tests to locals before candidate code runs,
 so exits, exceptions, printing or rebinding builtins still cannot pass; but
 code written to forge a pass can (read the nonce from fd 3 and write it to
@@ -1253,7 +1253,9 @@ def _trace(exc: BaseException, tb: types.TracebackType | None, seen: set[int]) -
     if isinstance(exc, SyntaxError):  # its own lines say where: rare enough for the full format
         return lines + traceback.format_exception_only(type(exc), exc)
     kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):
+        name = f"{kind.__module__}.{name}"
     try:
         text = str(exc)
     except BaseException:
