@@ -775,11 +775,13 @@ class _WorkerState:
         self.scratch_bytes = conf["scratch_bytes"]
         limits = ((resource.RLIMIT_CPU, int(self.timeout) + 1),
                   (resource.RLIMIT_AS, conf["memory_bytes"]),
-                  (resource.RLIMIT_NPROC, conf["max_processes"]),
                   (resource.RLIMIT_FSIZE, conf["max_file_bytes"]),
                   (resource.RLIMIT_NOFILE, conf["max_open_files"]),
                   (resource.RLIMIT_CORE, 0))
         self.rlimits = tuple((limit, _within_hard_limit(limit, value)) for limit, value in limits)
+        # Set by each process itself, after the first has forked the solution's: where processes
+        # are counted per host uid (kernels before 5.14, without root) the fork could fail
+        self.max_processes = _within_hard_limit(resource.RLIMIT_NPROC, conf["max_processes"])
         self.missing = missing
         self.pid_ns = pid_ns  # the worker's own PID namespace, to return to after each fork
         self.cgroup_procs = cgroup_procs
@@ -954,9 +956,9 @@ def _read_source(fd: int) -> str:
 
 def _confine(st: _WorkerState, scratch: str) -> None:
     """What a candidate's processes share, set once before the solution's process is
-    forked (it inherits them): stdin from /dev/null, rlimits, the scratch dir, no uid or
-    capability of its own, not dumpable. No new privileges and the seccomp filter came
-    with the fork from the zygote."""
+    forked (it inherits them): stdin from /dev/null, rlimits but the process limit, the
+    scratch dir, no uid or capability of its own, not dumpable. No new privileges and the
+    seccomp filter came with the fork from the zygote."""
     os.dup2(st.devnull, _STDIN)
     for limit, value in st.rlimits:
         resource.setrlimit(limit, (value, value))
@@ -971,9 +973,10 @@ def _confine(st: _WorkerState, scratch: str) -> None:
     _prctl(PR_SET_DUMPABLE, 0)  # its memory stays closed to same-uid processes (/proc/pid/mem)
 
 
-def _lock_down(fds: dict[int, int]) -> None:
-    """The last step before job code runs in a confined process: `fds` (target number:
-    open fd) dup2'ed into place and every other fd closed."""
+def _lock_down(st: _WorkerState, fds: dict[int, int]) -> None:
+    """The last step before job code runs in a confined process: its process limit, `fds`
+    (target number: open fd) dup2'ed into place and every other fd closed."""
+    resource.setrlimit(resource.RLIMIT_NPROC, (st.max_processes, st.max_processes))
     for target, fd in fds.items():
         os.dup2(fd, target, inheritable=target <= _STDERR)
     os.closerange(max(fds) + 1, 1 << 20)
@@ -997,8 +1000,8 @@ def _candidate(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
     for fd in (sol_r, calls_r, replies_w):
         os.close(fd)
     tests = _read_source(tests_r)
-    _lock_down({_STDOUT: out_w, _STDERR: err_w, _NONCE_FD: nonce_r, _CHANNEL_FD: chan_w,
-                _CALLS_FD: calls_w, _REPLIES_FD: replies_r})
+    _lock_down(st, {_STDOUT: out_w, _STDERR: err_w, _NONCE_FD: nonce_r, _CHANNEL_FD: chan_w,
+                    _CALLS_FD: calls_w, _REPLIES_FD: replies_r})
     exit_, read, write, fail = os._exit, os.read, os.write, BaseException
     if _recv_plain(_REPLIES_FD) != "ready":  # the solution's process could not lock down
         exit_(1)
@@ -1033,8 +1036,8 @@ def _solution_process(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> N
     with plain data only. It never holds the tests, the pass proof or the channel."""
     out_w, err_w, sol_r, calls_r, replies_w = fds
     solution = _read_source(sol_r)
-    _lock_down({_STDOUT: out_w, _STDERR: err_w, _SOLUTION_CALLS_FD: calls_r,
-                             _SOLUTION_REPLIES_FD: replies_w})
+    _lock_down(st, {_STDOUT: out_w, _STDERR: err_w, _SOLUTION_CALLS_FD: calls_r,
+                    _SOLUTION_REPLIES_FD: replies_w})
     exit_, fail = os._exit, BaseException  # bound before candidate code can rebind them
     send, recv, plain = _send_plain, _recv_plain, _to_plain
     send(_SOLUTION_REPLIES_FD, "ready")
@@ -1194,7 +1197,7 @@ def _one_process(st: _WorkerState, scratch: str, fds: tuple[int, ...]) -> None:
     out_w, err_w, nonce_r, chan_w, sol_r, tests_r = fds
     solution, tests = _read_source(sol_r), _read_source(tests_r)
     _confine(st, scratch)
-    _lock_down({_STDOUT: out_w, _STDERR: err_w, _NONCE_FD: nonce_r, _CHANNEL_FD: chan_w})
+    _lock_down(st, {_STDOUT: out_w, _STDERR: err_w, _NONCE_FD: nonce_r, _CHANNEL_FD: chan_w})
     # What the harness uses once candidate code has run is bound to locals now: that code can
     # rebind builtins and module attributes (exec, os._exit, BaseException...), not these.
     exit_, read, write, fail, report = os._exit, os.read, os.write, BaseException, _report
