@@ -46,7 +46,10 @@ def _spark_jars() -> Path:
 
 def archive_key() -> str | None:
     """What an archive is valid for: the Java runtime (its resolved executable, size and
-    modification time) and the Spark jars (names and sizes). None without Java."""
+    modification time) and the Spark jars (their folder, and each one's name, size and
+    modification time). The JVM maps an archive only for the very jar paths and times it
+    was recorded from: the same Spark installed in a second virtualenv needs its own
+    archive. None without Java."""
     java = java_executable()
     if java is None:
         return None
@@ -55,7 +58,10 @@ def archive_key() -> str | None:
     parts = [str(java_file), str(stat.st_size), str(stat.st_mtime_ns)]
     jars = _spark_jars()
     if jars.is_dir():
-        parts += [f"{p.name}:{p.stat().st_size}" for p in sorted(jars.glob("*.jar"))]
+        parts.append(str(jars.resolve()))
+        for jar in sorted(jars.glob("*.jar")):
+            jar_stat = jar.stat()
+            parts.append(f"{jar.name}:{jar_stat.st_size}:{jar_stat.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -145,7 +151,24 @@ def build_archive() -> Path:
     if not partial.is_file():
         raise RuntimeError(f"the driver JVM wrote no class archive to {partial}")
     os.replace(partial, path)
+    _owner(path).write_text(str(_spark_jars().resolve()))
+    prune_archives(path)
     return path
+
+
+def _owner(archive: Path) -> Path:
+    """The file beside an archive that names the jars folder it was recorded from."""
+    return archive.with_suffix(".jars")
+
+
+def prune_archives(keep: Path) -> None:
+    """Remove the archives (some 200 MB each) of Spark installations that are gone: those
+    whose jars folder no longer exists, and those that do not say which it was."""
+    for archive in keep.parent.glob("spark-classes-*.jsa"):
+        owner = _owner(archive)
+        if archive != keep and not (owner.is_file() and Path(owner.read_text()).is_dir()):
+            archive.unlink(missing_ok=True)
+            owner.unlink(missing_ok=True)
 
 
 def _stop_driver(gateway: Any) -> None:

@@ -35,6 +35,40 @@ def test_options_name_the_archive_unless_the_classpath_or_the_users_options_diff
     assert f"-XX:SharedArchiveFile={path}" in archive_options({"spark.driver.extraJavaOptions": "-Xss4m"})
 
 
+def test_an_archive_belongs_to_one_installation_of_the_jars(cache, tmp_path, monkeypatch):
+    # the same Spark in two virtualenvs: the JVM maps an archive only for the jar paths
+    # and times it was recorded from
+    import codemill.jvm_classes as jvm_classes
+
+    first, second = tmp_path / "venv-a" / "jars", tmp_path / "venv-b" / "jars"
+    for jars in (first, second):
+        jars.mkdir(parents=True)
+        (jars / "spark-core.jar").write_bytes(b"classes")
+        os.utime(jars / "spark-core.jar", ns=(1_000_000_000, 1_000_000_000))
+    keys = []
+    for jars in (first, second):
+        monkeypatch.setattr(jvm_classes, "_spark_jars", lambda jars=jars: jars)
+        keys.append(jvm_classes.archive_key())
+    os.utime(second / "spark-core.jar", ns=(2_000_000_000, 2_000_000_000))  # reinstalled
+    keys.append(jvm_classes.archive_key())
+    assert None not in keys and len(set(keys)) == 3
+
+
+def test_archives_of_removed_installations_are_pruned(tmp_path):
+    from codemill.jvm_classes import prune_archives
+
+    live = tmp_path / "venv" / "jars"
+    live.mkdir(parents=True)
+    archives = {name: tmp_path / f"spark-classes-{name}.jsa" for name in ("new", "live", "gone", "unowned")}
+    for archive in archives.values():
+        archive.write_bytes(b"archive")
+    (tmp_path / "spark-classes-live.jars").write_text(str(live))
+    (tmp_path / "spark-classes-gone.jars").write_text(str(tmp_path / "deleted-venv" / "jars"))
+    prune_archives(archives["new"])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
+        "spark-classes-live.jars", "spark-classes-live.jsa", "spark-classes-new.jsa"]
+
+
 def _cli(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "codemill.cli", "jvm-archive"], env=env,
                           capture_output=True, text=True, timeout=900)
@@ -46,8 +80,10 @@ def test_the_archive_is_built_once_and_a_later_driver_maps_it(tmp_path):
     built = _cli(env)
     assert built.returncode == 0, built.stdout + built.stderr
     folder = tmp_path / "codemill" / "jvm"
-    archives = sorted(p.name for p in folder.iterdir())
-    assert len(archives) == 1 and archives[0].startswith("spark-classes-") and archives[0].endswith(".jsa")
+    archives = sorted(p.name for p in folder.glob("*.jsa"))
+    assert len(archives) == 1 and archives[0].startswith("spark-classes-")
+    # beside it, the jars folder it was recorded from (what pruning checks)
+    assert Path(folder / archives[0]).with_suffix(".jars").read_text().endswith("/jars")
     again = _cli(env)
     assert again.returncode == 0 and "up to date" in again.stdout
     # -Xshare:on makes a JVM that cannot map the archive refuse to start
