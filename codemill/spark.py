@@ -13,7 +13,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -165,38 +164,6 @@ def set_codegen(spark: SparkSession, cfg: SparkConfig, documents: int | None) ->
                                                                   or documents >= cfg.codegen_min_documents))
     spark.conf.set("spark.sql.codegen.wholeStage", str(compiled).lower())
     spark.conf.set("spark.sql.codegen.factoryMode", "FALLBACK" if compiled else "NO_CODEGEN")
-
-
-WARM_UP_GROUP = "codemill-warm-up"
-_warmed_up: set[str] = set()  # application ids
-
-
-def warm_up(spark: SparkSession) -> threading.Thread | None:
-    """Once per Spark application, plan and run one tiny shuffle and aggregation in the
-    background (the thread; None when already started).
-
-    Spark loads and compiles its SQL machinery (parser, analyzer, function registry,
-    shuffle, aggregation) on first use: a second or two of the driver's one planning
-    thread at the start of the first stage that queries. Started with the first stage,
-    it overlaps that stage's reading, when the driver mostly waits on Python workers.
-    A warm-up that fails only leaves Spark cold: the stages' own queries meet the same
-    cause and report it."""
-    app = spark.sparkContext.applicationId
-    if app in _warmed_up:
-        return None
-    _warmed_up.add(app)
-
-    def run() -> None:
-        try:
-            spark.sparkContext.setJobGroup(WARM_UP_GROUP, "codemill: warm up Spark SQL")
-            (spark.range(0, 64, 1, 2).selectExpr("id % 4 AS k", "CAST(id AS STRING) AS v")
-             .groupBy("k").agg({"v": "max"}).orderBy("k").collect())
-        except Exception:  # noqa: BLE001 (see the docstring)
-            pass
-
-    thread = threading.Thread(target=run, name="spark-warm-up", daemon=True)
-    thread.start()
-    return thread
 
 
 # Classes PySpark names bare (`jvm.PythonUtils`) on every select, join and Python UDF.

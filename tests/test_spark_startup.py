@@ -201,20 +201,3 @@ def test_the_users_own_codegen_setting_stands(spark):
     session.conf.set("spark.sql.codegen.wholeStage", "true")
     set_codegen(session, SparkConfig(conf={"spark.sql.codegen.wholeStage": "true"}), 10)
     assert session.conf.get("spark.sql.codegen.wholeStage") == "true"
-
-
-@pytest.mark.spark
-def test_the_warm_up_runs_one_job_of_its_own_per_application():
-    script = ("from codemill.config import SparkConfig\n"
-              "from codemill.spark import WARM_UP_GROUP, get_spark, warm_up\n"
-              "spark = get_spark(SparkConfig(master='local[1]'))\n"
-              "warm_up(spark).join()\n"
-              "again = warm_up(spark)\n"
-              "tracker = spark.sparkContext.statusTracker()\n"
-              "jobs = [tracker.getJobInfo(j).status for j in tracker.getJobIdsForGroup(WARM_UP_GROUP)]\n"
-              "print('again', again, 'jobs', set(jobs), len(jobs) > 0, 'other', len(tracker.getJobIdsForGroup()))\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    # its jobs (a shuffle and a sort: a job each) finished inside its own group, and a
-    # second call started none
-    assert "again None jobs {'SUCCEEDED'} True other 0" in result.stdout, result.stdout + result.stderr

@@ -133,10 +133,9 @@ class RunStage(luigi.Task):
         hold(fs, self.cfg.out_uri(), self.cfg.lease_seconds)
         spark = None
         if self.impl.uses_spark():
-            from codemill.spark import get_spark, set_codegen, warm_up
+            from codemill.spark import get_spark, set_codegen
 
             spark = get_spark(self.cfg.spark, jvm_log_file(self.cfg))
-            warm_up(spark)
             if spark.sparkContext.uiWebUrl:
                 self.set_tracking_url(spark.sparkContext.uiWebUrl)
         inputs = {name: task.committed() for name, task in self.requires().items()}

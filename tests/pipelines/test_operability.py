@@ -20,7 +20,6 @@ from luigi.worker import Worker
 
 from codemill.observe import Progress, describe_activity, stage_jobs, step
 from codemill.pipelines.task import stage_task
-from codemill.spark import WARM_UP_GROUP
 
 from support import STDLIB, free_port, write_config
 
@@ -127,8 +126,7 @@ def _task_ids(task) -> set[str]:
 
 def test_every_spark_job_of_a_run_names_its_stage(spark, finished_run):
     tasks = _task_ids(stage_task("report", finished_run))
-    # the warm-up's job runs beside the first stage, in a group of its own
-    jobs = [job for job in _spark_jobs(spark) if job.get("jobGroup") != WARM_UP_GROUP]
+    jobs = _spark_jobs(spark)
     grouped = [job for job in jobs if job.get("jobGroup") in tasks]
     first, last = grouped[0]["jobId"], grouped[-1]["jobId"]
     # the run ran in this process, one stage after another: every job from its first to
