@@ -150,8 +150,9 @@ def build_archive() -> Path:
             _stop_driver(SparkContext._gateway)
     if not partial.is_file():
         raise RuntimeError(f"the driver JVM wrote no class archive to {partial}")
-    os.replace(partial, path)
+    # named before the archive lands: a build for another installation prunes at once
     _owner(path).write_text(str(_spark_jars().resolve()))
+    os.replace(partial, path)
     prune_archives(path)
     return path
 
