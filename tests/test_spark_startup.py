@@ -35,7 +35,7 @@ def test_options_name_the_archive_unless_the_classpath_or_the_users_options_diff
     assert f"-XX:SharedArchiveFile={path}" in archive_options({"spark.driver.extraJavaOptions": "-Xss4m"})
 
 
-def test_an_archive_belongs_to_one_installation_of_the_jars(cache, tmp_path, monkeypatch):
+def test_an_archive_belongs_to_one_installation_of_the_jars(tmp_path, monkeypatch):
     # the same Spark in two virtualenvs: the JVM maps an archive only for the jar paths
     # and times it was recorded from
     import codemill.jvm_classes as jvm_classes
@@ -83,7 +83,7 @@ def test_the_archive_is_built_once_and_a_later_driver_maps_it(tmp_path):
     archives = sorted(p.name for p in folder.glob("*.jsa"))
     assert len(archives) == 1 and archives[0].startswith("spark-classes-")
     # beside it, the jars folder it was recorded from (what pruning checks)
-    assert Path(folder / archives[0]).with_suffix(".jars").read_text().endswith("/jars")
+    assert (folder / archives[0]).with_suffix(".jars").read_text().endswith("/jars")
     again = _cli(env)
     assert again.returncode == 0 and "up to date" in again.stdout
     # -Xshare:on makes a JVM that cannot map the archive refuse to start
