@@ -159,7 +159,7 @@ class SandboxConfig(Section):
     allow_weaker_isolation: bool = False
     # "own": the tests run in a process of their own that no candidate code reaches, so a
     # pass cannot be forged from inside the solution (two processes per candidate);
-    # "shared": in the solution's process, at about 1.7 times the rate, for candidates that do
+    # "shared": in the solution's process, at 1.3 to 1.8 times the rate, for candidates that do
     # not set out to forge one (the sandbox module's docstring says what that allows)
     tests_process: Literal["own", "shared"] = "own"
     # Without root, what starts each worker as root of a user namespace of its own:

@@ -89,7 +89,7 @@ yield a pass. What is left to a solution is to be a function: its answers
 to the tests' calls.
 
 With `tests_process = "shared"` the tests run in the solution's process, at
-about 1.7 times the rate (one fork per candidate instead of two). The harness
+1.3 to 1.8 times the rate (one fork per candidate instead of two). The harness
 then binds what it uses after the tests to locals before candidate code runs,
 so exits, exceptions, printing or rebinding builtins still cannot pass; but
 code written to forge a pass can (read the nonce from fd 3 and write it to
