@@ -16,8 +16,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import py4j.protocol
 from py4j.java_gateway import JVMView
 from pyspark.sql import SparkSession
+from pyspark.sql.types import NumpyArrayConverter, NumpyScalarConverter
 
 from codemill.config import DEFAULT_SPARK_CONF, SparkConfig
 from codemill.jvm_classes import archive_options
@@ -180,6 +182,23 @@ def _remember_classes(jvm: JVMView) -> None:
         vars(jvm)[name] = getattr(jvm, name)
 
 
+def _numpy_value(obj: object, kind: str) -> bool:
+    numpy = sys.modules.get("numpy")  # an object can be a numpy value only once numpy is imported
+    return numpy is not None and isinstance(obj, getattr(numpy, kind)) and (kind == "generic" or obj.ndim == 1)
+
+
+def _check_numpy_without_pandas() -> None:
+    """PySpark's converters of numpy values ask `pyspark.testing.utils` whether numpy is
+    installed, on every argument of every call into the JVM; the first ask imports that
+    module and pandas with it (a third of a second of every driver's start). The same
+    test, without the import."""
+    for converter in py4j.protocol.INPUT_CONVERTER:
+        if type(converter) is NumpyArrayConverter:
+            converter.can_convert = lambda obj: _numpy_value(obj, "ndarray")
+        elif type(converter) is NumpyScalarConverter:
+            converter.can_convert = lambda obj: _numpy_value(obj, "generic")
+
+
 def get_spark(cfg: SparkConfig, log_file: Path | None = None) -> SparkSession:
     """Return the process's SparkSession, creating it from `cfg` if needed; a new JVM
     logs everything to `log_file` and only first lines to the console."""
@@ -202,6 +221,7 @@ def get_spark(cfg: SparkConfig, log_file: Path | None = None) -> SparkSession:
     conf["spark.driver.extraJavaOptions"] = _java_options(_driver_options(cfg, conf), log_file)
     for key, value in conf.items():
         builder = builder.config(key, str(value))
+    _check_numpy_without_pandas()
     spark = builder.getOrCreate()
     _remember_classes(spark.sparkContext._jvm)
     spark.sparkContext.setLogLevel(cfg.log_level)

@@ -96,6 +96,22 @@ def test_the_archive_is_built_once_and_a_later_driver_maps_it(tmp_path):
     assert mapped.returncode == 0 and "rows 3" in mapped.stdout, mapped.stdout + mapped.stderr
 
 
+@pytest.mark.spark
+def test_a_driver_starts_without_pandas_and_still_passes_numpy_values_to_the_jvm():
+    # PySpark's own check for numpy imported pandas on the first call into the JVM
+    script = ("import sys\n"
+              "from codemill.config import SparkConfig\n"
+              "from codemill.spark import get_spark\n"
+              "spark = get_spark(SparkConfig(master='local[1]'))\n"
+              "print('rows', spark.range(3).count(), 'pandas', 'pandas' in sys.modules)\n"
+              "import numpy as np\n"
+              "jvm = spark.sparkContext._jvm\n"
+              "print(jvm.java.util.Arrays.toString(np.array([1, 2, 3])), jvm.java.lang.Math.abs(np.int64(-5)))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.split("\n")[:2] == ["rows 3 pandas False", "[1, 2, 3] 5"], run.stdout
+
+
 def test_the_driver_compiles_with_c1_unless_told_otherwise(cache):
     from codemill.config import SparkConfig
     from codemill.spark import _driver_options
