@@ -182,21 +182,27 @@ def _remember_classes(jvm: JVMView) -> None:
         vars(jvm)[name] = getattr(jvm, name)
 
 
-def _numpy_value(obj: object, kind: str) -> bool:
-    numpy = sys.modules.get("numpy")  # an object can be a numpy value only once numpy is imported
-    return numpy is not None and isinstance(obj, getattr(numpy, kind)) and (kind == "generic" or obj.ndim == 1)
+# An object can be a numpy value only once numpy is imported: no import needed to tell.
+def _is_numpy_array(obj: object) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(obj, numpy.ndarray) and obj.ndim == 1
+
+
+def _is_numpy_scalar(obj: object) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(obj, numpy.generic)
 
 
 def _check_numpy_without_pandas() -> None:
     """PySpark's converters of numpy values ask `pyspark.testing.utils` whether numpy is
     installed, on every argument of every call into the JVM; the first ask imports that
-    module and pandas with it (a third of a second of every driver's start). The same
-    test, without the import."""
+    module and pandas with it (about half a second of every driver's start here). The
+    same tests, without the import."""
     for converter in py4j.protocol.INPUT_CONVERTER:
         if type(converter) is NumpyArrayConverter:
-            converter.can_convert = lambda obj: _numpy_value(obj, "ndarray")
+            converter.can_convert = _is_numpy_array
         elif type(converter) is NumpyScalarConverter:
-            converter.can_convert = lambda obj: _numpy_value(obj, "generic")
+            converter.can_convert = _is_numpy_scalar
 
 
 def get_spark(cfg: SparkConfig, log_file: Path | None = None) -> SparkSession:
